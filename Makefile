@@ -1,0 +1,31 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REFERENCE := gfpgan==1.3.8 basicsr==1.4.2 facexlib==0.3.0 realesrgan==0.3.0
+
+.PHONY: install demo test clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[test]' 'setuptools>=70.1' wheel  # basicsr is an sdist built in place
+	$(BIN)/pip install -q --no-deps --no-build-isolation $(REFERENCE)
+	touch $@
+
+install: $(VENV)/.runtime
+
+# Restore the bundled aligned example faces with the official v1.4 weights (downloaded on first use).
+demo: $(VENV)/.runtime
+	$(BIN)/python infer.py --aligned -v 1.4 -i examples/aligned -o results/demo
+	@echo "see results/demo/cmp/ (input | restored)"
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -n 2 -q tests
+
+clean:
+	rm -rf $(VENV) results
