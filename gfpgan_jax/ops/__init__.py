@@ -1,0 +1,1 @@
+"""Array operations shared by the networks (NHWC throughout)."""

@@ -1,0 +1,323 @@
+"""PyTorch checkpoint files (`.pth`): reading them without torch, and writing the official layout.
+
+A `.pth` file is a pickle, and unpickling calls whatever the file names, so loading an untrusted one with plain
+`pickle` runs its code. `load_pth` resolves only the few names that tensors and state dicts are made of, each to a
+function of this module, and refuses the file at the first other name, before anything of it has run.
+"""
+import collections
+import io
+import math
+import os
+import pickle
+import sys
+import types
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from gfpgan_jax.fileio import atomic_write
+
+# torch.save's format before torch 1.6 opens with this number, pickled as a 10-byte LONG1.
+_LEGACY_MAGIC = b'\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, not a torch zip checkpoint, damaged, or holding no state dict."""
+
+    def __init__(self, path, detail):
+        super().__init__(os.fspath(path), detail)
+        self.path = os.fspath(path)
+        self.detail = detail
+
+    def __str__(self):
+        return _one_line(f'{self.path}: {self.detail}')
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickle asks for something that is not part of a tensor or a state dict; none of it ran."""
+
+    def __str__(self):
+        return _one_line(f'{self.path}: refuses to load: {self.detail}')
+
+
+def _one_line(text):
+    return ' '.join(text.splitlines())
+
+
+def load_pth(path) -> dict:
+    """The object a zip-format `torch.save` file holds, with tensors as numpy arrays and ordered dicts as dicts.
+
+    bfloat16 tensors come back as `ml_dtypes.bfloat16` arrays. Each storage record is read once; a tensor spanning
+    its whole storage is that array, while the other views of a shared storage (slices, transposes) are copies.
+    """
+    try:
+        file = open(path, 'rb')
+    except OSError as exc:
+        raise CheckpointError(path, f'cannot open it: {exc.strerror}') from None
+    with file:
+        try:
+            archive = zipfile.ZipFile(file)
+        except zipfile.BadZipFile:
+            file.seek(0)
+            raise CheckpointError(path, _why_not_zip(file.read(64))) from None
+        with archive:
+            return _unpickle(archive, path)
+
+
+def _why_not_zip(head):
+    if _LEGACY_MAGIC in head:
+        return 'is a legacy torch checkpoint; re-save it with torch.save(..., _use_new_zipfile_serialization=True)'
+    if not head:
+        return 'is empty'
+    if head.startswith(b'PK'):
+        return 'is a truncated or damaged zip archive'
+    return 'is not a torch checkpoint (not a zip archive)'
+
+
+def _unpickle(archive, path):
+    pickles = [name for name in archive.namelist() if name.count('/') == 1 and name.endswith('/data.pkl')]
+    if len(pickles) != 1:
+        raise CheckpointError(path, 'is a zip archive but not a torch checkpoint (no single <name>/data.pkl in it)')
+    prefix = pickles[0][:-len('data.pkl')]
+    storages = _Storages(archive, prefix, path)
+    unpickler = _Unpickler(io.BytesIO(storages.read_member('data.pkl')), path, storages.load)
+    try:
+        return _plain(unpickler.load(), {})
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a damaged or hand-made pickle can fail in any of the unpickler's many ways
+        raise CheckpointError(path, f'data.pkl is malformed ({type(exc).__name__}: {exc})') from exc
+
+
+class _Unpickler(pickle.Unpickler):
+
+    def __init__(self, file, path, load_storage):
+        super().__init__(file)
+        self._path = path
+        self._load_storage = load_storage
+
+    def find_class(self, module, name):
+        try:
+            allowed = _ALLOWED_GLOBALS[module, name]
+        except KeyError:
+            wanted = f'{module}.{name}'
+            if not wanted.isprintable():
+                wanted = ascii(wanted)
+            raise UnsafeCheckpointError(
+                self._path, f'the pickle asks for {wanted}, which is not a tensor or a state dict') from None
+        # A fresh object per request: the pickle's BUILD opcode may set attributes on what it gets, which must
+        # not outlive this file and change how later files load.
+        if isinstance(allowed, _StorageType):
+            return _StorageType(allowed.dtype)
+        if isinstance(allowed, types.FunctionType):
+            return lambda *args: allowed(*args)
+        return allowed
+
+    def persistent_load(self, pid):
+        return self._load_storage(pid)
+
+
+@dataclass(frozen=True, slots=True)
+class _StorageType:
+    """Stands in for a `torch.*Storage` class: an instance, not a class, so the pickle cannot instantiate it."""
+    dtype: np.dtype
+
+
+class _StateDict(dict):
+    """Stands in for `collections.OrderedDict` while unpickling; `_plain` turns it into a dict."""
+
+    def __setstate__(self, state):
+        # A module's state_dict() carries `_metadata` (per-module format versions) as an attribute; weights don't
+        # need it, and a dict cannot hold attributes.
+        pass
+
+
+class _Storages:
+    """The archive's storage records, each read once: the tensors that share a storage share its one array."""
+
+    def __init__(self, archive, prefix, path):
+        self._archive = archive
+        self._prefix = prefix
+        self._path = path
+        self._arrays = {}
+        has_order = prefix + 'byteorder' in archive.namelist()
+        order = self.read_member('byteorder').decode('ascii', 'replace') if has_order else 'little'
+        if order not in ('little', 'big'):
+            raise CheckpointError(path, f'its byteorder record says {order!r}, not little or big')
+        self._swap = order != sys.byteorder
+
+    def read_member(self, name):
+        try:
+            return self._archive.read(self._prefix + name)
+        except KeyError:
+            raise CheckpointError(self._path, f'the record {name} is missing from the archive') from None
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+            raise CheckpointError(self._path, f'cannot read the record {name}: {exc}') from None
+
+    def load(self, pid):
+        match pid:
+            case ('storage', _StorageType(dtype=dtype), str(key), _, int(numel)):
+                return self._storage(key, dtype, numel)
+        raise CheckpointError(self._path, 'data.pkl refers to something other than a torch storage')
+
+    def _storage(self, key, dtype, numel):
+        array = self._arrays.get(key)
+        if array is None:
+            array = self._arrays[key] = self._read(f'data/{key}', dtype, numel)
+        if array.dtype != dtype or array.size != numel:
+            raise CheckpointError(self._path, f'data.pkl uses storage {key} with two different types or sizes')
+        return array
+
+    def _read(self, name, dtype, numel):
+        try:
+            info = self._archive.getinfo(self._prefix + name)
+        except KeyError:
+            raise CheckpointError(self._path, f'the record {name} is missing from the archive') from None
+        if info.file_size != numel * dtype.itemsize:
+            raise CheckpointError(
+                self._path, f'the record {name} holds {info.file_size} bytes, not {numel} items of {dtype.itemsize}')
+        # Reading into an array of our own keeps it writable, as torch's tensors are, with no bytes object beside it.
+        array = np.empty(numel, dtype)
+        try:
+            with self._archive.open(info) as member:
+                got = member.readinto(array.view(np.uint8))
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+            raise CheckpointError(self._path, f'cannot read the record {name}: {exc}') from None
+        if got != info.file_size:
+            raise CheckpointError(self._path, f'the record {name} ends early')
+        if self._swap and dtype.itemsize > 1:
+            array.view(f'u{dtype.itemsize}').byteswap(inplace=True)
+        return array
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None):
+    if not (isinstance(storage, np.ndarray) and storage.ndim == 1 and storage.flags.c_contiguous):
+        raise ValueError('a tensor is built from something other than a storage')
+    if not (_is_index(storage_offset) and isinstance(size, tuple) and isinstance(stride, tuple)
+            and len(size) == len(stride) and all(map(_is_index, size + stride))):
+        raise ValueError(f'a tensor has an invalid layout: offset {storage_offset!r}, size {size!r}, stride {stride!r}')
+    numel = math.prod(size)
+    if numel == 0:
+        return np.empty(size, storage.dtype)
+    last = storage_offset + sum((n - 1) * step for n, step in zip(size, stride))
+    if last >= storage.size:
+        raise ValueError(f'a tensor of size {size} and stride {stride} at offset {storage_offset} '
+                         f'reaches past the end of its storage of {storage.size} items')
+    if storage_offset == 0 and numel == storage.size and stride == _contiguous_strides(size):
+        return storage.reshape(size)
+    byte_strides = tuple(step * storage.itemsize for step in stride)
+    view = np.lib.stride_tricks.as_strided(storage[storage_offset:], size, byte_strides, writeable=False)
+    return view.copy()
+
+
+def _is_index(value):
+    return isinstance(value, int) and value >= 0
+
+
+def _contiguous_strides(size):
+    strides = []
+    step = 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks):
+    return data
+
+
+_STORAGE_DTYPES = {
+    'FloatStorage': np.float32,
+    'HalfStorage': np.float16,
+    'BFloat16Storage': ml_dtypes.bfloat16,
+    'DoubleStorage': np.float64,
+    'LongStorage': np.int64,
+    'IntStorage': np.int32,
+    'ShortStorage': np.int16,
+    'CharStorage': np.int8,
+    'ByteStorage': np.uint8,
+    'BoolStorage': np.bool_,
+}
+
+_ALLOWED_GLOBALS = {
+    ('collections', 'OrderedDict'): _StateDict,
+    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+    ('torch', 'Size'): tuple,
+    **{('torch', name): _StorageType(np.dtype(dtype)) for name, dtype in _STORAGE_DTYPES.items()},
+}
+
+
+def _plain(obj, done):
+    """`obj` with every dict (the `_StateDict` stand-ins included) a plain dict, in lists and tuples too.
+
+    `done` maps the ids of containers already converted to their copies, which keeps shared and self-containing
+    containers as they were.
+    """
+    if id(obj) in done:
+        return done[id(obj)]
+    if isinstance(obj, dict):
+        out = done[id(obj)] = {}
+        for key, value in obj.items():
+            out[key] = _plain(value, done)
+        return out
+    if isinstance(obj, list):
+        out = done[id(obj)] = []
+        out.extend(_plain(value, done) for value in obj)
+        return out
+    if isinstance(obj, tuple):
+        return tuple(_plain(value, done) for value in obj)
+    return obj
+
+
+def select_state_dict(checkpoint: dict, name='checkpoint') -> dict:
+    """The weights the official inference tool uses: `params_ema`, else `params`, else the checkpoint itself.
+
+    `name` (the file, say) starts the message of the CheckpointError raised when none of those is a dict of arrays.
+    """
+    for key in ('params_ema', 'params'):
+        if key in checkpoint:
+            if not _is_state_dict(checkpoint[key]):
+                raise CheckpointError(name, f'its {key!r} is not a dict of arrays')
+            return checkpoint[key]
+    if _is_state_dict(checkpoint):
+        return checkpoint
+    keys = [repr(key) for key in checkpoint]
+    if len(keys) > 10:
+        keys[10:] = [f'and {len(keys) - 10} more']
+    raise CheckpointError(name, f"holds no state dict: no 'params_ema' or 'params', and not all of its values are "
+                                f"arrays; its keys: {', '.join(keys) or 'none'}")
+
+
+def _is_state_dict(value):
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, np.ndarray) for v in value.values())
+
+
+def save_pth(state_dict: dict, path, key='params_ema'):
+    """Writes `{key: OrderedDict(name -> tensor)}`, the official checkpoint layout, with torch (needed here only).
+
+    The file appears complete or not at all: it is written beside `path` and renamed over it.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(path, 'writing the official .pth format needs torch (pip install torch)') from None
+
+    tensors = collections.OrderedDict((name, _to_torch(torch, value)) for name, value in state_dict.items())
+    with atomic_write(path) as temp:
+        torch.save({key: tensors}, temp)
+
+
+def _to_torch(torch, value):
+    # A fresh C-ordered copy: torch.from_numpy needs a writable, positively strided array, and the copy keeps the
+    # caller's array from sharing memory with the tensor.
+    array = np.array(value, order='C')
+    if array.dtype == ml_dtypes.bfloat16:
+        # numpy's bfloat16 is an extension dtype torch does not know; the bits are the same, so reinterpret them.
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
