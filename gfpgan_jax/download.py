@@ -1,0 +1,71 @@
+"""The official GFPGAN releases: fetched once into a cache, converted once, then loaded from there."""
+import dataclasses
+import http.client
+import os
+import urllib.error
+import urllib.request
+
+from tqdm import tqdm
+
+from gfpgan_jax.fileio import atomic_write
+from gfpgan_jax.weights import load_weights, save_converted
+
+CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    name: str
+    url: str
+
+
+RELEASES = {
+    '1': Release('GFPGANv1', 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1.pth'),
+    '1.2': Release('GFPGANCleanv1-NoCE-C2',
+                   'https://github.com/TencentARC/GFPGAN/releases/download/v0.2.0/GFPGANCleanv1-NoCE-C2.pth'),
+    '1.3': Release('GFPGANv1.3', 'https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth'),
+    '1.4': Release('GFPGANv1.4', 'https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth'),
+}
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def cache_dir():
+    return os.environ.get('GFPGAN_JAX_HOME') or os.path.join(os.path.expanduser('~'), '.cache', 'gfpgan_jax')
+
+
+def fetch(url, path, timeout=30):
+    """Download `url` to `path` with a progress bar; the file appears only once complete."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(path) as tmp:
+            total = int(response.headers.get('Content-Length') or 0) or None
+            with open(tmp, 'wb') as out, tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024,
+                                              desc=os.path.basename(path)) as bar:
+                received = 0
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            # urllib ends a body cut short by a dropped connection as if it were complete.
+            if total is not None and received != total:
+                raise OSError(f'the connection closed after {received} of {total} bytes')
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        reason = getattr(error, 'reason', error)
+        raise DownloadError(f'cannot download {url} ({reason}); fetch it where you have a connection and pass '
+                            f'--model-path FILE (or put it at {path})') from None
+    return path
+
+
+def pretrained_path(version):
+    """Path of the converted weights of an official release, downloading and converting on first use."""
+    release = RELEASES[version]
+    converted = os.path.join(cache_dir(), f'{release.name}.safetensors')
+    if not os.path.isfile(converted):
+        original = os.path.join(cache_dir(), f'{release.name}.pth')
+        if not os.path.isfile(original):
+            os.makedirs(cache_dir(), exist_ok=True)
+            fetch(release.url, original)
+        save_converted(converted, *load_weights(original))
+    return converted

@@ -1,0 +1,99 @@
+"""The Python API: load a GFPGAN once, restore batches of aligned faces with one compiled call per batch shape."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gfpgan_jax.architecture import build_model
+from gfpgan_jax.download import RELEASES, pretrained_path
+from gfpgan_jax.models.style import NOISE_MODES
+from gfpgan_jax.weights import load_weights
+
+
+def to_model_input(faces_uint8):
+    """uint8 RGB (b, h, w, 3) -> float [-1, 1], the official normalisation ((x / 255) - 0.5) / 0.5."""
+    return (faces_uint8.astype(jnp.float32) / 255.0 - 0.5) / 0.5
+
+
+def to_uint8(images):
+    """[-1, 1] float -> uint8, clamped and rounded half to even as the official tensor2img does."""
+    unit = (jnp.clip(images.astype(jnp.float32), -1.0, 1.0) + 1.0) / 2.0
+    return jnp.round(unit * 255.0).astype(jnp.uint8)
+
+
+class FaceRestorer:
+    """A GFPGAN generator with its weights, ready to restore 512x512 aligned faces.
+
+    >>> restorer = FaceRestorer.from_pretrained('1.4')
+    >>> restored = restorer.restore(faces)  # uint8 RGB (n, 512, 512, 3) in, same out
+
+    noise: 'random' (fresh noise for every face, as the official default, but drawn from `seed` and the face's
+    index, so a face's noise does not depend on the batch it came in), 'fixed' (the checkpoint's stored noise,
+    the same for every face) or 'none'.
+    dtype: jnp.float32, or jnp.bfloat16 for faster GPU/TPU inference (parameters stay fp32).
+    """
+
+    def __init__(self, config, variables, *, dtype=jnp.float32, noise='random', seed=0):
+        if noise not in NOISE_MODES:
+            raise ValueError(f'noise must be one of {NOISE_MODES}, got {noise!r}')
+        self.config = config
+        self.variables = jax.device_put(variables)
+        self.model = build_model(config, dtype)
+        self.noise = noise
+        # Separate streams for `apply` calls and for faces, so that neither reuses the other's noise.
+        self._apply_key, self._face_key = jax.random.split(jax.random.key(seed))
+        self._calls = 0
+        self._faces = 0
+        # Jitted per instance: a jit on the method with `self` static would keep every restorer alive.
+        self._restore_uint8 = jax.jit(self._restore_faces)
+
+    @classmethod
+    def from_checkpoint(cls, path, **kwargs):
+        """From an official .pth (converted on the fly, torch not needed) or a converted .safetensors file."""
+        overrides = {k: kwargs.pop(k) for k in ('input_is_latent',) if k in kwargs}
+        config, variables = load_weights(path, **overrides)
+        return cls(config, variables, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, version='1.4', **kwargs):
+        """An official release ('1', '1.2', '1.3', '1.4'), downloaded and converted on first use."""
+        if version not in RELEASES:
+            raise ValueError(f'unknown GFPGAN version {version!r}; choose from {", ".join(RELEASES)}')
+        return cls.from_checkpoint(pretrained_path(version), **kwargs)
+
+    def _restore_faces(self, variables, faces, indices):
+        def restore_one(face, index):
+            # One noise key per face; vmap folds the per-face calls back into one batched program.
+            key = jax.random.fold_in(self._face_key, index)
+            out = self.model.apply(variables, to_model_input(face[None]), noise=self.noise, rngs={'noise': key})
+            return to_uint8(out.image[0])
+
+        return jax.vmap(restore_one)(faces, indices)
+
+    def apply(self, images, key=None):
+        """The raw forward pass on [-1, 1] float images (b, s, s, 3): a `Restoration` (image, rgbs, latent)."""
+        key = self._next_key() if key is None else key
+        return self.model.apply(self.variables, images, noise=self.noise, rngs={'noise': key})
+
+    def restore(self, faces, indices=None):
+        """uint8 RGB faces (b, s, s, 3), s = the model's out_size -> restored uint8 RGB faces.
+
+        `indices` (b,) number the faces for their random noise; by default they continue from the last call.
+        """
+        return np.asarray(self.restore_async(faces, indices))
+
+    def restore_async(self, faces, indices=None):
+        """As `restore`, but returns the device array at once, while the device is still computing it: the
+        caller can prepare the next batch meanwhile."""
+        faces = np.asarray(faces)
+        size = self.config.out_size
+        if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
+            raise ValueError(f'expected uint8 faces of shape (b, {size}, {size}, 3), got {faces.dtype} '
+                             f'{faces.shape}')
+        if indices is None:
+            indices = np.arange(self._faces, self._faces + len(faces))
+        self._faces = int(np.max(indices, initial=self._faces - 1)) + 1
+        return self._restore_uint8(self.variables, faces, np.asarray(indices, np.int32))
+
+    def _next_key(self):
+        self._calls += 1
+        return jax.random.fold_in(self._apply_key, self._calls)
