@@ -28,8 +28,13 @@ def parse_args(argv):
     p.add_argument('--aligned', action='store_true', help='inputs are aligned faces')
     p.add_argument('--suffix', default=None, help='suffix of the restored faces')
     p.add_argument('--ext', default='auto', help='image extension of whole-image results: auto | jpg | png')
+    # Accepted so that official command lines run unchanged; they act only in the whole-image mode.
     p.add_argument('-s', '--upscale', type=int, default=2, help='whole-image mode: final upsampling scale')
+    p.add_argument('--bg_upsampler', default='realesrgan', help='whole-image mode: background upsampler')
+    p.add_argument('--bg_tile', type=int, default=400, help='whole-image mode: background upsampler tile size')
     p.add_argument('--only_center_face', action='store_true', help='whole-image mode: only the center face')
+    p.add_argument('-w', '--weight', type=float, default=0.5,
+                   help='accepted for compatibility; the official GFPGAN models ignore it too')
     p.add_argument('--noise', default='random', choices=('random', 'fixed', 'none'),
                    help="decoder noise: 'random' (official default, seeded), 'fixed' (the checkpoint's stored "
                         "noise), 'none'")
@@ -45,6 +50,25 @@ def list_inputs(path):
     if os.path.isdir(path):
         return sorted(f for f in glob.glob(os.path.join(path, '*')) if os.path.isfile(f))
     raise FileNotFoundError(f'{path}: no such file or folder')
+
+
+def output_stem(path):
+    return os.path.splitext(os.path.basename(path))[0] + '_00'
+
+
+def without_name_clashes(paths):
+    """The paths whose outputs would not overwrite an earlier file's (a.jpg and a.png both give a_00.png, which
+    the official tool overwrites silently), and the errors of the others."""
+    first = {}
+    kept, errors = [], []
+    for path in paths:
+        stem = output_stem(path)
+        if stem in first:
+            errors.append(ValueError(f'{path}: skipped, its results would overwrite those of {first[stem]}'))
+        else:
+            first[stem] = path
+            kept.append(path)
+    return kept, errors
 
 
 def read_face(path, size):
@@ -67,7 +91,7 @@ def write_image(path, image):
 
 
 def save_results(output, name, suffix, cropped, restored):
-    stem = os.path.splitext(os.path.basename(name))[0] + '_00'
+    stem = output_stem(name)
     face_name = f'{stem}_{suffix}.png' if suffix is not None else f'{stem}.png'
     write_image(os.path.join(output, 'cropped_faces', f'{stem}.png'), cropped)
     write_image(os.path.join(output, 'restored_faces', face_name), restored)
@@ -167,8 +191,11 @@ def main(argv=None):
         where = f'{error.filename}: ' if error.filename else ''
         print(f'error: {where}{error.strerror or error}', file=sys.stderr)
         return 2
+    unique, clashes = without_name_clashes(paths)
+    for error in clashes:
+        print(f'error: {error}', file=sys.stderr)
     # No point padding a handful of faces up to a large batch.
-    batch_size = min(args.batch_size, len(paths))
-    failures = restore_aligned(restorer, paths, args.output, args.suffix, batch_size)
+    batch_size = min(args.batch_size, len(unique))
+    failures = len(clashes) + restore_aligned(restorer, unique, args.output, args.suffix, batch_size)
     print(f'restored {len(paths) - failures} of {len(paths)} faces into {args.output}')
     return 1 if failures else 0

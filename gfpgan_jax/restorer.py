@@ -45,6 +45,7 @@ class FaceRestorer:
         self._faces = 0
         # Jitted per instance: a jit on the method with `self` static would keep every restorer alive.
         self._restore_uint8 = jax.jit(self._restore_faces)
+        self._forward = jax.jit(self._forward_pass)
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs):
@@ -69,10 +70,14 @@ class FaceRestorer:
 
         return jax.vmap(restore_one)(faces, indices)
 
+    def _forward_pass(self, variables, images, key):
+        return self.model.apply(variables, images, noise=self.noise, rngs={'noise': key})
+
     def apply(self, images, key=None):
-        """The raw forward pass on [-1, 1] float images (b, s, s, 3): a `Restoration` (image, rgbs, latent)."""
+        """The raw forward pass on [-1, 1] float images (b, s, s, 3), compiled once per shape: a `Restoration`
+        (image, rgbs, latent)."""
         key = self._next_key() if key is None else key
-        return self.model.apply(self.variables, images, noise=self.noise, rngs={'noise': key})
+        return self._forward(self.variables, images, key)
 
     def restore(self, faces, indices=None):
         """uint8 RGB faces (b, s, s, 3), s = the model's out_size -> restored uint8 RGB faces.

@@ -3,6 +3,7 @@ import functools
 import os
 
 import cv2
+import jax
 import numpy as np
 import pytest
 import torch
@@ -101,14 +102,18 @@ def test_bad_files_are_reported_and_skipped(small_checkpoint, tmp_path, capsys):
     cv2.imwrite(str(inputs / 'a.png'), np.full((40, 30, 3), 120, np.uint8))  # resized to the model's size
     (inputs / 'b.png').write_bytes(b'not an image')
     cv2.imwrite(str(inputs / 'c.jpg'), np.full((32, 32, 3), 60, np.uint8))
+    cv2.imwrite(str(inputs / 'c.png'), np.full((32, 32, 3), 90, np.uint8))  # would overwrite c.jpg's results
     before = {p.name: p.read_bytes() for p in inputs.iterdir()}
+    official_flags = ['-s', '2', '--bg_upsampler', 'realesrgan', '--bg_tile', '400', '-w', '0.5']
     code = infer_cli.main(['--aligned', '-i', str(inputs), '-o', str(tmp_path / 'out'), '--model-path',
-                           small_checkpoint, '--batch-size', '2', '--suffix', 'x'])
+                           small_checkpoint, '--batch-size', '2', '--suffix', 'x'] + official_flags)
     assert code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
-    assert errors == [f'error: {inputs / "b.png"}: not a readable image']
+    assert errors == [f'error: {inputs / "c.png"}: skipped, its results would overwrite those of '
+                      f'{inputs / "c.jpg"}', f'error: {inputs / "b.png"}: not a readable image']
     assert sorted(os.listdir(tmp_path / 'out' / 'restored_faces')) == ['a_00_x.png', 'c_00_x.png']
     assert cv2.imread(str(tmp_path / 'out' / 'restored_faces' / 'a_00_x.png')).shape == (32, 32, 3)
+    assert (cv2.imread(str(tmp_path / 'out' / 'cropped_faces' / 'c_00.png')) == 60).all()  # c.jpg's, kept
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before  # inputs untouched
     leftovers = [f for _, _, files in os.walk(tmp_path / 'out') for f in files if not f.endswith('.png')]
     assert leftovers == []
@@ -172,3 +177,16 @@ def test_empty_input_and_bad_output_fail_before_any_work(small_checkpoint, tmp_p
         assert infer_cli.main(['--aligned', '--model-path', small_checkpoint, '-i'] + argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error:') and message in err[0], err
+
+
+def test_api_apply_is_the_compiled_forward_pass(small_checkpoint):
+    images = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    fixed = FaceRestorer.from_checkpoint(small_checkpoint, noise='fixed')
+    out = fixed.apply(images)
+    expected = fixed.model.apply(fixed.variables, images, noise='fixed')
+    assert np.abs(np.asarray(out.image) - np.asarray(expected.image)).max() < 1e-5
+    assert len(out.rgbs) == len(expected.rgbs) and out.latent.shape == expected.latent.shape
+    restorer = FaceRestorer.from_checkpoint(small_checkpoint, noise='random')
+    assert not np.allclose(restorer.apply(images).image, restorer.apply(images).image)  # fresh noise per call
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(restorer.apply(images, key).image, restorer.apply(images, key).image)

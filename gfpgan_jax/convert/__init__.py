@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from gfpgan_jax.architecture import CLEAN, ModelConfig, build_model
+from gfpgan_jax.architecture import CLEAN, ORIGINAL, ModelConfig, build_model
 from gfpgan_jax.convert import clean, original
 
-_LAYOUTS = {CLEAN: clean, original.ARCH: original}
+_LAYOUTS = {CLEAN: clean, ORIGINAL: original}
 _LIST_SHOWN = 8
 
 

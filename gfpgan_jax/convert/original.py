@@ -4,8 +4,6 @@ import re
 from gfpgan_jax.convert.shapes import generator_options
 from gfpgan_jax.architecture import ORIGINAL, ModelConfig
 
-ARCH = ORIGINAL
-
 # nn.Sequential indices in the official keys; ours are named. A ConvLayer is (blur,) conv, activation: the
 # parameterless blur shifts the indices of the ResBlock's two downsampling layers by one.
 _DOWN_LAYER_TORCH = re.compile(r'(conv_body_down\.\d+\.(?:conv2|skip))\.([12])\.')
