@@ -7,6 +7,7 @@ medians over `--repeats` calls after a warm-up, each ending when the result is o
     python bench/inference.py --batch-sizes 1,8,32 --json bench/results.json
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -58,10 +59,15 @@ def bench_ours(config, variables, batch, dtype, repeats):
     with jax.default_matmul_precision('highest' if dtype == jnp.float32 else 'default'):
         compiled = forward.lower(variables, x).compile()
     compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost  # a list of one on older jax
+    # XLA plans the program's memory ahead: weights and input, output, and the scratch its buffers share. The
+    # device's own peak counter never resets, so later rows would inherit the largest earlier one.
+    memory = compiled.memory_analysis()
+    peak = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
     seconds = timed(lambda: compiled(variables, x).block_until_ready(), repeats)
-    stats = jax.devices()[0].memory_stats() or {}
-    return summary(f'gfpgan-jax {jnp.dtype(dtype).name}', batch, seconds, compile_s=compile_s,
-                   peak_bytes=stats.get('peak_bytes_in_use'), low_precision=dtype != jnp.float32)
+    return summary(f'gfpgan-jax {jnp.dtype(dtype).name}', batch, seconds, compile_s=compile_s, peak_bytes=peak,
+                   low_precision=dtype != jnp.float32, xla_gflop_per_face=cost['flops'] / batch / 1e9)
 
 
 def bench_official(module, batch, mode, repeats, device):
@@ -89,6 +95,23 @@ def bench_official(module, batch, mode, repeats, device):
                    low_precision=mode != 'eager fp32')
 
 
+def is_out_of_memory(error):
+    return isinstance(error, torch.cuda.OutOfMemoryError) or 'RESOURCE_EXHAUSTED' in str(error)
+
+
+def largest_batch(run, start):
+    """The row of the largest batch, doubling from `start`, that `run(batch)` fits in device memory."""
+    row, batch = None, start
+    while True:
+        try:
+            row, batch = run(batch), batch * 2
+        except Exception as error:  # noqa: BLE001 (jax and torch raise their own runtime errors)
+            if not is_out_of_memory(error):
+                raise
+            torch.cuda.empty_cache()
+            return row
+
+
 def matmul_tflops(dtype, n=8192, repeats=5):
     a = jnp.ones((n, n), dtype)
     with jax.default_matmul_precision('highest' if dtype == jnp.float32 else 'default'):
@@ -105,6 +128,9 @@ def main():
                    help="comma list of 'eager fp32', 'autocast fp16', 'compile fp16' (default: eager fp32 on the CPU, "
                         "all three on a GPU)")
     p.add_argument('--no-bf16', action='store_true', help='time only fp32 for gfpgan-jax')
+    p.add_argument('--largest', action='store_true',
+                   help='GPU only: also time each variant at the largest batch that fits, doubling from twice the '
+                        'largest of --batch-sizes')
     p.add_argument('--json', help='write every figure here')
     args = p.parse_args()
 
@@ -114,18 +140,27 @@ def main():
     on_gpu = device.type == 'cuda'
     modes = (args.official_modes.split(',') if args.official_modes
              else ['eager fp32', 'autocast fp16', 'compile fp16'] if on_gpu else ['eager fp32'])
+    if args.largest and not on_gpu:
+        p.error('--largest needs a GPU (on the CPU it would fill the host memory)')
 
     module = randomize(official.gfpganv1_clean_arch.GFPGANv1Clean(fix_decoder=False, **V14))
     config, variables = convert.convert_state_dict(state_dict_numpy(module))
     module = module.to(device)
 
+    variants = [functools.partial(bench_ours, config, variables, dtype=dtype, repeats=args.repeats)
+                for dtype in [jnp.float32] + ([] if args.no_bf16 else [jnp.bfloat16])]
+    variants += [functools.partial(bench_official, module, mode=mode, repeats=args.repeats, device=device)
+                 for mode in modes]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
     rows = []
-    for batch in map(int, args.batch_sizes.split(',')):
-        for dtype in [jnp.float32] + ([] if args.no_bf16 else [jnp.bfloat16]):
-            rows.append(bench_ours(config, variables, batch, dtype, args.repeats))
+    for batch in batch_sizes:
+        for run in variants:
+            rows.append(run(batch))
             print(rows[-1], flush=True)
-        for mode in modes:
-            rows.append(bench_official(module, batch, mode, args.repeats, device))
+    for run in variants if args.largest else []:
+        row = largest_batch(run, 2 * max(batch_sizes))
+        if row is not None:
+            rows.append(dict(row, largest=True))
             print(rows[-1], flush=True)
 
     rates = {'fp32': matmul_tflops(jnp.float32)}

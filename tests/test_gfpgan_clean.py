@@ -186,13 +186,14 @@ def assert_layer_parity(theirs_module, ours_module, *torch_inputs):
     assert max_abs(nhwc(theirs), ours) < LAYER_TOL
 
 
+@pytest.mark.parametrize('batch', [1, 2])  # one sample modulates the kernel, a batch the activations
 @pytest.mark.parametrize('sample_mode,demodulate,kernel_size', [
     (None, True, 3), ('upsample', True, 3), (None, False, 1)])
-def test_modulated_conv(sample_mode, demodulate, kernel_size):
+def test_modulated_conv(sample_mode, demodulate, kernel_size, batch):
     theirs = randomize(official.stylegan2_clean_arch.ModulatedConv2d(
         6, 5, kernel_size, 7, demodulate=demodulate, sample_mode=sample_mode))
     ours = stylegan2_clean.ModulatedConv(5, kernel_size, demodulate, upsample=sample_mode == 'upsample')
-    assert_layer_parity(theirs, ours, torch.randn(2, 6, 8, 8), torch.randn(2, 7))
+    assert_layer_parity(theirs, ours, torch.randn(batch, 6, 8, 8), torch.randn(batch, 7))
 
 
 def test_style_conv():

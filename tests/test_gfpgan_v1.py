@@ -124,13 +124,14 @@ def test_downsampling_conv_layer(kernel_size, activate):
     assert_layer_parity(torch_layer, ours, [randn(2, 8, 16, 16)], at=f'conv_body_down.0.{part}.')
 
 
+@pytest.mark.parametrize('batch', [1, 2])  # one sample modulates the kernel, a batch the activations
 @pytest.mark.parametrize('upsample, demodulate, kernel_size', [(True, True, 3), (False, True, 3), (False, False, 1)],
                          ids=['upsample', 'plain', 'to_rgb_style'])
-def test_modulated_conv2d(upsample, demodulate, kernel_size):
+def test_modulated_conv2d(upsample, demodulate, kernel_size, batch):
     torch_layer = ref_stylegan2.ModulatedConv2d(8, 12, kernel_size, 16, demodulate=demodulate,
                                                 sample_mode='upsample' if upsample else None)
     ours = stylegan2.ModulatedConv2d(12, kernel_size, demodulate=demodulate, upsample=upsample)
-    assert_layer_parity(torch_layer, ours, [randn(2, 8, 8, 8), randn(2, 16, seed=1)])
+    assert_layer_parity(torch_layer, ours, [randn(batch, 8, 8, 8), randn(batch, 16, seed=1)])
 
 
 def test_style_conv_with_upsample_and_noise():

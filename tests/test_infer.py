@@ -190,3 +190,20 @@ def test_api_apply_is_the_compiled_forward_pass(small_checkpoint):
     assert not np.allclose(restorer.apply(images).image, restorer.apply(images).image)  # fresh noise per call
     key = jax.random.key(4)
     np.testing.assert_array_equal(restorer.apply(images, key).image, restorer.apply(images, key).image)
+
+
+def test_a_run_traces_one_program(small_checkpoint, tmp_path, monkeypatch):
+    """The short last batch is padded to the batch shape, so five faces in batches of two compile once."""
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    for name in 'abcde':
+        cv2.imwrite(str(inputs / f'{name}.png'), np.full((32, 32, 3), ord(name), np.uint8))
+    traced = []
+    trace = FaceRestorer._restore_faces
+    monkeypatch.setattr(FaceRestorer, '_restore_faces',
+                        lambda self, variables, faces, indices: traced.append(faces.shape) or
+                        trace(self, variables, faces, indices))
+    assert infer_cli.main(['--aligned', '-i', str(inputs), '-o', str(tmp_path / 'out'), '--model-path',
+                           small_checkpoint, '--batch-size', '2']) == 0
+    assert traced == [(2, 32, 32, 3)]
+    assert len(os.listdir(tmp_path / 'out' / 'restored_faces')) == 5

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gfpgan_jax.models import style
-from gfpgan_jax.models.stylegan2_clean import ConstantInput, demodulation, modulate_and_convolve
+from gfpgan_jax.models.stylegan2_clean import ConstantInput, modulate_and_convolve
 from gfpgan_jax.ops.upfirdn2d import blur_after_upsample, upsample_fir
 
 Dtype = Any
@@ -113,16 +113,18 @@ class ModulatedConv2d(nn.Module):
         if not self.upsample:
             return modulate_and_convolve(x, kernel, styles, self.demodulate, self.dtype, self.eps)
 
-        # A torch conv_transpose2d (stride 2, no padding) is a conv of the 2x zero-stuffed input, padded by
-        # k - 1, with the spatially flipped kernel: output size 2h + k - 2, which the blur brings back to 2h.
-        # Style and demodulation scale the activations around one batch-shared kernel, as modulate_and_convolve.
-        out = jax.lax.conv_general_dilated(
-            (x * styles[:, None, None, :].astype(x.dtype)).astype(self.dtype),
-            kernel[::-1, ::-1].astype(self.dtype), window_strides=(1, 1), padding=((k - 1, k - 1),) * 2,
-            lhs_dilation=(2, 2), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-        if self.demodulate:
-            out = out * demodulation(kernel, styles, self.eps)[:, None, None, :].astype(out.dtype)
-        return blur_after_upsample(out, self.resample_kernel, k)
+        out = modulate_and_convolve(x, kernel, styles, self.demodulate, self.dtype, self.eps,
+                                    convolve=transposed_conv_stride_2)
+        return blur_after_upsample(out, self.resample_kernel, k)  # 2h + k - 2 back to 2h
+
+
+def transposed_conv_stride_2(x, kernel):
+    """torch's conv_transpose2d (stride 2, no padding): a conv of the 2x zero-stuffed input, padded by k - 1,
+    with the spatially flipped kernel; output size 2h + k - 2."""
+    k = kernel.shape[0]
+    return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1], window_strides=(1, 1),
+                                        padding=((k - 1, k - 1),) * 2, lhs_dilation=(2, 2),
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 class StyleConv(nn.Module):

@@ -16,16 +16,27 @@ from gfpgan_jax.ops.resample import upsample_bilinear_2x
 Dtype = Any
 
 
-def modulate_and_convolve(x, kernel, styles, demodulate, dtype, eps=1e-8):
-    """StyleGAN2's per-sample weight modulation, computed on the activations.
+def same_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding='SAME',
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
-    Scaling input channels by the style and output channels by the demodulation factor around one convolution
-    shared by the whole batch is the same linear map as a per-sample modulated kernel, and lets XLA use its
-    ordinary (fast, batched) convolution. `kernel` is (k, k, cin, cout), `styles` (b, cin), both fp32.
+
+def modulate_and_convolve(x, kernel, styles, demodulate, dtype, eps=1e-8, convolve=same_conv):
+    """StyleGAN2's per-sample weight modulation.
+
+    For a batch, scaling input channels by the style and output channels by the demodulation factor around one
+    convolution shared by the whole batch is the same linear map as per-sample modulated kernels, and lets XLA
+    use its ordinary batched convolution instead of a grouped one (6.7x slower at batch 4 on CPU, see
+    bench/modulated_conv.py). A single sample has a single kernel: modulating its k*k*cin*cout numbers costs
+    less than two passes over the activations. `kernel` is (k, k, cin, cout), `styles` (b, cin), both fp32;
+    `convolve(x, kernel)` is any convolution linear in its kernel.
     """
-    out = jax.lax.conv_general_dilated(
-        (x * styles[:, None, None, :].astype(x.dtype)).astype(dtype), kernel.astype(dtype),
-        window_strides=(1, 1), padding='SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if x.shape[0] == 1:
+        kernel = kernel * styles[0, None, None, :, None]
+        if demodulate:
+            kernel = kernel * jax.lax.rsqrt(jnp.sum(jnp.square(kernel), axis=(0, 1, 2)) + eps)
+        return convolve(x.astype(dtype), kernel.astype(dtype))
+    out = convolve((x * styles[:, None, None, :].astype(x.dtype)).astype(dtype), kernel.astype(dtype))
     if demodulate:
         out = out * demodulation(kernel, styles, eps)[:, None, None, :].astype(out.dtype)
     return out
