@@ -14,13 +14,9 @@ from flax import traverse_util
 
 from gfpgan_jax.architecture import CLEAN, ORIGINAL, ModelConfig, build_model
 from gfpgan_jax.convert import clean, original
+from gfpgan_jax.convert.torch_modules import ConversionError, listing
 
 _LAYOUTS = {CLEAN: clean, ORIGINAL: original}
-_LIST_SHOWN = 8
-
-
-class ConversionError(ValueError):
-    """The state dict is not (exactly) an official GFPGAN generator."""
 
 
 def _layout(config):
@@ -88,12 +84,6 @@ def to_torch_array(array, path):
     return array
 
 
-def _listing(what, items):
-    items = sorted(items)
-    more = f' and {len(items) - _LIST_SHOWN} more' if len(items) > _LIST_SHOWN else ''
-    return f'{len(items)} {what}: {", ".join(items[:_LIST_SHOWN])}{more}'
-
-
 def convert_state_dict(state, config: ModelConfig | None = None):
     """(config, variables) from an official state dict of numpy arrays. Every tensor must map, and every
     variable be filled, with matching shapes, like `load_state_dict(strict=True)`."""
@@ -126,7 +116,7 @@ def check_variables(config: ModelConfig, variables):
 
 
 def _raise_on_problems(config, missing, unused, mismatched):
-    problems = [_listing(what, items) for what, items in
+    problems = [listing(what, items) for what, items in
                 (('missing', missing), ('unused', unused), ('with the wrong shape', mismatched)) if items]
     if problems:
         raise ConversionError(f'weights do not fit {config.arch} out_size={config.out_size}: ' + '; '.join(problems))

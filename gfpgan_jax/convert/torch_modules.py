@@ -1,0 +1,71 @@
+"""State dicts of plain PyTorch conv nets -> Flax variables, strict like `load_state_dict(strict=True)`.
+
+For models whose Flax modules are named after the torch keys (`body.0.conv` is `body_0/conv`): a conv or linear
+`weight` becomes our `kernel` (HWIO / (in, out)), a BatchNorm's `weight` our `scale`, its running statistics our
+'batch_stats' collection. The GFPGAN generators have their own rules in this package's __init__.
+"""
+import re
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+_BATCH_STATS = {'running_mean': 'mean', 'running_var': 'var'}
+_LIST_SHOWN = 8
+
+
+class ConversionError(ValueError):
+    """The state dict does not fit the model exactly."""
+
+
+def variable_shapes(model, *inputs, **kwargs):
+    """{(collection, *path): shape} of `model`'s variables for inputs like `inputs` (arrays or shape structs)."""
+    shapes = jax.eval_shape(lambda *x: model.init(jax.random.key(0), *x, **kwargs), *inputs)
+    return {path: leaf.shape for path, leaf in traverse_util.flatten_dict(shapes).items()}
+
+
+def flax_path(key, shapes):
+    *parts, name = re.sub(r'\.(\d+)(?=\.)', r'_\1', key).split('.')
+    if name in _BATCH_STATS:
+        return ('batch_stats', *parts, _BATCH_STATS[name])
+    if name == 'weight':
+        for ours in ('kernel', 'scale'):
+            if ('params', *parts, ours) in shapes:
+                return ('params', *parts, ours)
+    return ('params', *parts, name)
+
+
+def to_flax_array(array, path):
+    if path[-1] == 'kernel':
+        return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
+    return array
+
+
+def listing(what, items):
+    items = sorted(items)
+    more = f' and {len(items) - _LIST_SHOWN} more' if len(items) > _LIST_SHOWN else ''
+    return f'{len(items)} {what}: {", ".join(items[:_LIST_SHOWN])}{more}'
+
+
+def convert(state, shapes, what='the model', rename=None, ignore=('num_batches_tracked',)):
+    """Variables from `state` ({torch key: numpy array}); `shapes` from `variable_shapes`. `rename` maps a torch
+    key to ours where the names differ; keys ending in `ignore` hold nothing we need."""
+    flat, unused, mismatched = {}, [], {}
+    for key, array in state.items():
+        if key.rsplit('.', 1)[-1] in ignore:
+            continue
+        path = flax_path(rename(key) if rename else key, shapes)
+        if path not in shapes:
+            unused.append(key)
+            continue
+        array = to_flax_array(np.asarray(array, np.float32), path)
+        if array.shape != shapes[path]:
+            mismatched[path] = f'{key} {array.shape} != {shapes[path]}'
+            continue
+        flat[path] = array
+    missing = ['/'.join(path) for path in shapes if path not in flat and path not in mismatched]
+    problems = [listing(name, items) for name, items in
+                (('missing', missing), ('unused', unused), ('with the wrong shape', mismatched.values())) if items]
+    if problems:
+        raise ConversionError(f'weights do not fit {what}: ' + '; '.join(problems))
+    return traverse_util.unflatten_dict(flat)
