@@ -28,6 +28,15 @@ RELEASES = {
 }
 
 
+# The helper networks of the whole-image pipeline, as the official tools fetch them.
+HELPER_WEIGHTS = {
+    'detection_Resnet50_Final':
+        'https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth',
+    'parsing_parsenet': 'https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth',
+    'RealESRGAN_x2plus': 'https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth',
+}
+
+
 class DownloadError(RuntimeError):
     pass
 
@@ -36,8 +45,9 @@ def cache_dir():
     return os.environ.get('GFPGAN_JAX_HOME') or os.path.join(os.path.expanduser('~'), '.cache', 'gfpgan_jax')
 
 
-def fetch(url, path, timeout=30):
-    """Download `url` to `path` with a progress bar; the file appears only once complete."""
+def fetch(url, path, timeout=30, instead='pass --model-path FILE (or put it at {path})'):
+    """Download `url` to `path` with a progress bar; the file appears only once complete. `instead` says what to
+    do without a connection."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(path) as tmp:
             total = int(response.headers.get('Content-Length') or 0) or None
@@ -53,8 +63,8 @@ def fetch(url, path, timeout=30):
                 raise OSError(f'the connection closed after {received} of {total} bytes')
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, 'reason', error)
-        raise DownloadError(f'cannot download {url} ({reason}); fetch it where you have a connection and pass '
-                            f'--model-path FILE (or put it at {path})') from None
+        raise DownloadError(f'cannot download {url} ({reason}); fetch it where you have a connection and '
+                            + instead.format(path=path)) from None
     return path
 
 
@@ -69,3 +79,12 @@ def pretrained_path(version):
             fetch(release.url, original)
         save_converted(converted, *load_weights(original))
     return converted
+
+
+def helper_weights_path(name):
+    """Path of a helper network's official .pth, downloaded on first use."""
+    path = os.path.join(cache_dir(), f'{name}.pth')
+    if not os.path.isfile(path):
+        os.makedirs(cache_dir(), exist_ok=True)
+        fetch(HELPER_WEIGHTS[name], path, instead='put it at {path}')
+    return path

@@ -224,3 +224,23 @@ def test_from_pretrained_unknown_version(monkeypatch, tmp_path):
     assert "'2.0'" in message
     assert '1, 1.2, 1.3, 1.4' in message
     assert os.listdir(tmp_path) == []
+
+
+def test_helper_weights_are_fetched_once_into_the_cache(server, closed_port, tmp_path, monkeypatch):
+    payload = os.urandom(3000)
+    (tmp_path / 'served' / 'parsing_parsenet.pth').write_bytes(payload)
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('GFPGAN_JAX_HOME', str(cache))
+    monkeypatch.setitem(download.HELPER_WEIGHTS, 'parsing_parsenet', server.url('parsing_parsenet.pth'))
+    for _ in range(2):
+        assert download.helper_weights_path('parsing_parsenet') == str(cache / 'parsing_parsenet.pth')
+    assert (cache / 'parsing_parsenet.pth').read_bytes() == payload
+    assert server.requests == ['/parsing_parsenet.pth']
+
+    offline = f'http://127.0.0.1:{closed_port}/RealESRGAN_x2plus.pth'
+    monkeypatch.setitem(download.HELPER_WEIGHTS, 'RealESRGAN_x2plus', offline)
+    with pytest.raises(DownloadError) as error:
+        download.helper_weights_path('RealESRGAN_x2plus')
+    message = str(error.value)
+    assert '\n' not in message and offline in message and message.endswith(
+        f'put it at {cache / "RealESRGAN_x2plus.pth"}')
