@@ -21,7 +21,7 @@ def _declare_torchvision_nms():
 
     @torch.library.impl('torchvision::nms', 'CPU')
     def _nms(dets, scores, iou_threshold):
-        order = torch.argsort(scores, descending=True)
+        order = torch.sort(scores, descending=True, stable=True).indices  # torchvision's kernel sorts stably
         x1, y1, x2, y2 = dets.unbind(1)
         areas = (x2 - x1) * (y2 - y1)
         keep = []

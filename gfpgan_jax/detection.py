@@ -1,0 +1,169 @@
+"""Face detection as facexlib's `RetinaFace.detect_faces`: the network in JAX, priors, decoding and NMS on the host.
+
+>>> detector = FaceDetector.from_checkpoint('detection_Resnet50_Final.pth')
+>>> detections = detector.detect_faces(image_bgr)  # (n, 15): x1, y1, x2, y2, score, five (x, y) landmarks
+
+The host-side arithmetic is float32 in the official order, so that boxes agree with facexlib's to float rounding.
+"""
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gfpgan_jax.convert.torch_modules import ConversionError, convert, variable_shapes
+from gfpgan_jax.download import helper_weights_path
+from gfpgan_jax.models.retinaface import RetinaFace
+from gfpgan_jax.pth import load_pth, select_state_dict
+
+# facexlib's cfg_re50 / cfg_mnet (the two agree on all of these).
+MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+STEPS = (8, 16, 32)
+VARIANCES = (0.1, 0.2)
+MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
+# Without `use_origin_size`, the shorter side is scaled to TARGET_SIZE unless the longer would pass MAX_SIZE.
+TARGET_SIZE, MAX_SIZE = 1600, 2150
+# For each backbone, a key that only its state dicts have.
+BACKBONE_KEYS = {'resnet50': 'body.layer1.0.conv1.weight', 'mobile0.25': 'body.stage1.0.0.weight'}
+
+
+def prior_boxes(height, width):
+    """(n, 4) float32 anchors (cx, cy, w, h) relative to the image, in the order of the network's outputs: by
+    level, then row, column and anchor size."""
+    levels = []
+    for step, sizes in zip(STEPS, MIN_SIZES):
+        rows, cols = -(-height // step), -(-width // step)
+        # float64 as facexlib's Python arithmetic, rounded to float32 at the end as its torch.Tensor(list).
+        cy, cx = np.meshgrid((np.arange(rows) + 0.5) * step / height, (np.arange(cols) + 0.5) * step / width,
+                             indexing='ij')
+        anchors = np.empty((rows, cols, len(sizes), 4))
+        anchors[..., 0] = cx[..., None]
+        anchors[..., 1] = cy[..., None]
+        anchors[..., 2] = np.array(sizes) / width
+        anchors[..., 3] = np.array(sizes) / height
+        levels.append(anchors.reshape(-1, 4))
+    return np.concatenate(levels).astype(np.float32)
+
+
+def decode_boxes(offsets, priors):
+    """Box offsets -> (x1, y1, x2, y2) relative to the image."""
+    centres = priors[:, :2] + offsets[:, :2] * VARIANCES[0] * priors[:, 2:]
+    sizes = priors[:, 2:] * np.exp(offsets[:, 2:] * VARIANCES[1])
+    corners = centres - sizes / 2
+    return np.concatenate([corners, sizes + corners], axis=1)
+
+
+def decode_landmarks(offsets, priors):
+    """Landmark offsets -> (n, 10) points (x, y, x, y, ...) relative to the image."""
+    points = priors[:, None, :2] + offsets.reshape(-1, 5, 2) * VARIANCES[0] * priors[:, None, 2:]
+    return points.reshape(-1, 10)
+
+
+def nms(boxes, scores, iou_threshold):
+    """Indices of the boxes greedy non-maximum suppression keeps, best first, as torchvision.ops.nms on float32:
+    a stable sort by score (ties keep their order), corners without the +1, and a box dropped when its IoU with a
+    kept one exceeds the threshold (a NaN IoU drops nothing)."""
+    boxes = np.asarray(boxes, np.float32)
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-np.asarray(scores, np.float32), kind='stable')
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        width = np.maximum(np.float32(0), np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
+        height = np.maximum(np.float32(0), np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
+        overlap = width * height
+        iou = overlap / (areas[best] + areas[rest] - overlap)
+        order = rest[~(iou.astype(np.float64) > iou_threshold)]  # torchvision compares in double
+    return np.array(keep, np.int64)
+
+
+def input_scale(height, width, use_origin_size=True):
+    """The factor facexlib resizes a photo by before detection: 1, or the shorter side to 1600 capped by the longer
+    side at 2150."""
+    if use_origin_size:
+        return 1
+    scale = TARGET_SIZE / min(height, width)
+    if np.round(scale * max(height, width)) > MAX_SIZE:
+        scale = MAX_SIZE / max(height, width)
+    return scale
+
+
+def preprocess(image_bgr, use_origin_size=True):
+    """(network input (1, h, w, 3) float32, resize factor) from a BGR photo, as facexlib's `transform` and mean
+    subtraction."""
+    image = np.asarray(image_bgr).astype(np.float32)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'expected a BGR image (h, w, 3), got shape {image.shape}')
+    scale = input_scale(*image.shape[:2], use_origin_size)
+    if scale != 1:
+        image = cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return (image - MEAN_BGR)[None], scale
+
+
+def detect_backbone(state):
+    for backbone, key in BACKBONE_KEYS.items():
+        if key in state:
+            return backbone
+    raise ConversionError(f'not a RetinaFace state dict: it has none of {", ".join(BACKBONE_KEYS.values())}')
+
+
+def convert_retinaface(state):
+    """(backbone, Flax variables) from a facexlib RetinaFace state dict ({key: numpy array}), strictly; keys may
+    carry the 'module.' prefix of the official files."""
+    state = {key.removeprefix('module.'): value for key, value in state.items()}
+    backbone = detect_backbone(state)
+    shapes = variable_shapes(RetinaFace(backbone), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    return backbone, convert(state, shapes, what=f'RetinaFace ({backbone})')
+
+
+class FaceDetector:
+    """RetinaFace with its weights; the network compiles once per input shape.
+
+    dtype: the network's compute dtype (parameters stay float32).
+    """
+
+    def __init__(self, backbone, variables, *, dtype=jnp.float32):
+        self.backbone = backbone
+        self.model = RetinaFace(backbone, dtype)
+        self.variables = jax.device_put(variables)
+        self._forward = jax.jit(self.model.apply)
+
+    @classmethod
+    def from_state_dict(cls, state, **kwargs):
+        return cls(*convert_retinaface(state), **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path, **kwargs):
+        """From facexlib's detection_Resnet50_Final.pth or detection_mobilenet0.25_Final.pth (torch not needed)."""
+        return cls.from_state_dict(select_state_dict(load_pth(path), str(path)), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, **kwargs):
+        """facexlib's RetinaFace ResNet50, the official pipeline's detector, downloaded on first use."""
+        return cls.from_checkpoint(helper_weights_path('detection_Resnet50_Final'), **kwargs)
+
+    def network_outputs(self, inputs):
+        """The network's (box offsets, class probabilities, landmark offsets) as numpy, for inputs as `preprocess`
+        makes them."""
+        return tuple(np.asarray(out) for out in self._forward(self.variables, jnp.asarray(inputs, jnp.float32)))
+
+    def detect_faces(self, image_bgr, conf_threshold=0.8, nms_threshold=0.4, use_origin_size=True):
+        """(n, 15) float32 rows [x1, y1, x2, y2, score, 10 landmark coordinates] in the photo's pixels, best first.
+
+        image_bgr: (h, w, 3) BGR, uint8 as cv2.imread gives (or float in [0, 255]).
+        """
+        inputs, scale = preprocess(image_bgr, use_origin_size)
+        height, width = inputs.shape[1:3]
+        box_offsets, probabilities, landmark_offsets = (out[0] for out in self.network_outputs(inputs))
+        scores = probabilities[:, 1]
+        # The same numpy calls as facexlib: the comparison rounds a Python threshold to float32, and the reversed
+        # default argsort decides the order of equal scores.
+        chosen = np.nonzero(scores > conf_threshold)[0]
+        chosen = chosen[np.argsort(scores[chosen])[::-1]]
+        priors = prior_boxes(height, width)[chosen]
+        boxes = decode_boxes(box_offsets[chosen], priors) * np.array([width, height] * 2, np.float32) / scale
+        landmarks = (decode_landmarks(landmark_offsets[chosen], priors)
+                     * np.array([width, height] * 5, np.float32) / scale)
+        detections = np.concatenate([boxes, scores[chosen, None], landmarks], axis=1).astype(np.float32)
+        return detections[nms(boxes, scores[chosen], nms_threshold)]
