@@ -9,11 +9,13 @@ def randomize(module, seed=0):
     """Give every parameter random values, including those the official initialises to constants.
 
     Noise-injection strengths start at zero and biases at zero or one, which would hide those paths from a
-    comparison; buffers (the stored noise images) are redrawn too.
+    comparison; buffers (the stored noise images, batch-norm statistics) are redrawn too, integer counters not.
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
             fresh = torch.randn(tensor.shape, generator=generator)
             if name.endswith('bias') or tensor.ndim == 1:
                 tensor.add_(0.1 * fresh)  # around the initial value: modulation biases start at one
@@ -71,3 +73,14 @@ def tame_rgb_heads(module, factor=40):
             if name.startswith('to_rgb') and name.endswith('modulated_conv.weight'):
                 param.div_(factor)
     return module
+
+
+def calibrate_batch_norms(module, images):
+    """Batch-norm statistics measured on `images`, as a trained network's are on its data. With drawn ones a
+    random network's outputs barely vary across an image (a face parser's map is one class everywhere)."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.momentum = 1.0  # the running statistics become those of this one batch
+    with torch.no_grad():
+        module.train()(images)
+    return module.eval()
