@@ -19,10 +19,10 @@ $(VENV)/.test: $(VENV)/.runtime
 
 install: $(VENV)/.runtime
 
-# Restore the bundled aligned example faces with the official v1.4 weights (downloaded on first use).
+# Restore the bundled example photos with the official v1.4 weights (downloaded on first use).
 demo: $(VENV)/.runtime
-	$(BIN)/python infer.py --aligned -v 1.4 -i examples/aligned -o results/demo
-	@echo "see results/demo/cmp/ (input | restored)"
+	$(BIN)/python infer.py -v 1.4 -i examples/photos -o results/demo
+	@echo "see results/demo/restored_imgs/ and results/demo/cmp/ (each face: input | restored)"
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -n 2 -q tests

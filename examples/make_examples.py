@@ -1,6 +1,10 @@
-"""Make the bundled example faces: public-domain portraits shipped by matplotlib and scikit-image, aligned to
-the 512x512 FFHQ face template from hand-placed landmarks, then degraded (downscaled and JPEG-compressed) the way
-old photos are. Run once; the outputs are committed in examples/aligned/."""
+"""Make the bundled examples from public-domain portraits shipped by matplotlib and scikit-image, degraded
+(downscaled and JPEG-compressed) the way old photos are:
+
+- examples/photos/: the whole photos at half size, for the whole-image mode;
+- examples/aligned/: each face aligned onto the 512x512 FFHQ template from hand-placed landmarks, for --aligned.
+
+Run once; the outputs are committed."""
 import os
 
 import cv2
@@ -8,30 +12,31 @@ import matplotlib.cbook
 import numpy as np
 import skimage.data
 
-# The five-point 512x512 template of the official face helper: eye centres, nose tip, mouth corners.
-FACE_TEMPLATE_512 = np.array([[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41],
-                              [313.09, 371.15]], np.float32)
+from gfpgan_jax.alignment import align_faces
 
-PORTRAITS = {
+HERE = os.path.dirname(__file__)
+PORTRAITS = {  # BGR photo, and its face's eye centres, nose tip and mouth corners
     'grace_hopper': (cv2.imread(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)),
                      [[226, 197], [305, 195], [263, 245], [238, 276], [290, 275]]),
-    'astronaut': (skimage.data.astronaut()[..., ::-1],
+    'astronaut': (np.ascontiguousarray(skimage.data.astronaut()[..., ::-1]),
                   [[202, 116], [246, 116], [225, 136], [207, 148], [243, 147]]),
 }
 
 
-def align(image, landmarks):
-    affine = cv2.estimateAffinePartial2D(np.float32(landmarks), FACE_TEMPLATE_512, method=cv2.LMEDS)[0]
-    return cv2.warpAffine(image, affine, (512, 512), borderMode=cv2.BORDER_CONSTANT, borderValue=(135, 133, 132))
+def jpeg(image, quality=60):
+    return cv2.imdecode(cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
 
 
-def degrade(face, scale=4, quality=60):
-    small = cv2.resize(face, (512 // scale, 512 // scale), interpolation=cv2.INTER_AREA)
-    small = cv2.imdecode(cv2.imencode('.jpg', small, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
+def degrade_face(face, scale=4):
+    small = jpeg(cv2.resize(face, (512 // scale, 512 // scale), interpolation=cv2.INTER_AREA))
     return cv2.resize(small, (512, 512), interpolation=cv2.INTER_LINEAR)
 
 
 if __name__ == '__main__':
-    out_dir = os.path.join(os.path.dirname(__file__), 'aligned')
-    for name, (image, landmarks) in PORTRAITS.items():
-        cv2.imwrite(os.path.join(out_dir, f'{name}.png'), degrade(align(np.ascontiguousarray(image), landmarks)))
+    for folder in ('photos', 'aligned'):
+        os.makedirs(os.path.join(HERE, folder), exist_ok=True)
+    for name, (photo, landmarks) in PORTRAITS.items():
+        half = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(os.path.join(HERE, 'photos', f'{name}.jpg'), half, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        face = align_faces(photo, np.float32([landmarks]))[0][0]
+        cv2.imwrite(os.path.join(HERE, 'aligned', f'{name}.png'), degrade_face(face))

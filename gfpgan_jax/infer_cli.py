@@ -6,12 +6,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from gfpgan_jax.background import BackgroundUpsampler
+from gfpgan_jax.convert import ConversionError
+from gfpgan_jax.detection import FaceDetector
 from gfpgan_jax.download import RELEASES, DownloadError
 from gfpgan_jax.fileio import atomic_write
+from gfpgan_jax.parsing import FaceParser
+from gfpgan_jax.pipeline import ImageRestorer
 from gfpgan_jax.pth import CheckpointError
 from gfpgan_jax.restorer import FaceRestorer
 
@@ -25,14 +31,15 @@ def parse_args(argv):
     p.add_argument('-v', '--version', default='1.3', choices=sorted(RELEASES), help='official GFPGAN release')
     p.add_argument('--model-path', help='a .pth checkpoint (converted on the fly) or a converted .safetensors; '
                                          'overrides --version')
-    p.add_argument('--aligned', action='store_true', help='inputs are aligned faces')
-    p.add_argument('--suffix', default=None, help='suffix of the restored faces')
-    p.add_argument('--ext', default='auto', help='image extension of whole-image results: auto | jpg | png')
-    # Accepted so that official command lines run unchanged; they act only in the whole-image mode.
-    p.add_argument('-s', '--upscale', type=int, default=2, help='whole-image mode: final upsampling scale')
-    p.add_argument('--bg_upsampler', default='realesrgan', help='whole-image mode: background upsampler')
-    p.add_argument('--bg_tile', type=int, default=400, help='whole-image mode: background upsampler tile size')
-    p.add_argument('--only_center_face', action='store_true', help='whole-image mode: only the center face')
+    p.add_argument('--aligned', action='store_true', help='inputs are aligned faces (default: whole photos)')
+    p.add_argument('--suffix', default=None, help='suffix of the restored faces and photos')
+    p.add_argument('--ext', default='auto', help='image extension of the restored photos: auto (as the input) | '
+                                                  'jpg | png')
+    p.add_argument('-s', '--upscale', type=int, default=2, help='upsampling scale of the restored photos')
+    p.add_argument('--bg_upsampler', default='realesrgan',
+                   help='background upsampler: realesrgan (on a GPU/TPU, as the official) or anything else for none')
+    p.add_argument('--bg_tile', type=int, default=400, help='tile size of the background upsampler, 0 for none')
+    p.add_argument('--only_center_face', action='store_true', help='restore only the face nearest the centre')
     p.add_argument('-w', '--weight', type=float, default=0.5,
                    help='accepted for compatibility; the official GFPGAN models ignore it too')
     p.add_argument('--noise', default='random', choices=('random', 'fixed', 'none'),
@@ -73,9 +80,7 @@ def without_name_clashes(paths):
 
 def read_face(path, size):
     """BGR uint8 face resized to size x size (cv2 bilinear, like the official), or a one-line error."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f'{path}: not a readable image')
+    image = read_image(path)
     if image.shape[:2] != (size, size):
         image = cv2.resize(image, (size, size))
     return image
@@ -90,12 +95,32 @@ def write_image(path, image):
         f.write(encoded.tobytes())
 
 
-def save_results(output, name, suffix, cropped, restored):
-    stem = output_stem(name)
+def save_face(output, stem, suffix, cropped, restored):
+    """A face's crop, its restoration and the two side by side, named as the official tool names them."""
     face_name = f'{stem}_{suffix}.png' if suffix is not None else f'{stem}.png'
     write_image(os.path.join(output, 'cropped_faces', f'{stem}.png'), cropped)
     write_image(os.path.join(output, 'restored_faces', face_name), restored)
     write_image(os.path.join(output, 'cmp', f'{stem}.png'), np.concatenate([cropped, restored], axis=1))
+
+
+def save_results(output, name, suffix, cropped, restored):
+    save_face(output, output_stem(name), suffix, cropped, restored)
+
+
+def save_whole_image(output, path, suffix, ext, result):
+    basename, extension = os.path.splitext(os.path.basename(path))
+    for index, (cropped, restored) in enumerate(zip(result.cropped_faces, result.restored_faces)):
+        save_face(output, f'{basename}_{index:02d}', suffix, cropped, restored)
+    extension = extension[1:] if ext == 'auto' else ext
+    name = f'{basename}_{suffix}.{extension}' if suffix is not None else f'{basename}.{extension}'
+    write_image(os.path.join(output, 'restored_imgs', name), result.image)
+
+
+def read_image(path):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f'{path}: not a readable image')
+    return image
 
 
 def _read_all(paths, size):
@@ -163,12 +188,66 @@ def restore_aligned(restorer, paths, output, suffix, batch_size, io_threads=4):
     return failures
 
 
+def restore_whole_images(pipeline, paths, output, suffix, ext, only_center_face):
+    """Restore every readable photo; returns the number of files that failed. The next photo is decoded and the
+    last one's results encoded on worker threads while this one is restored."""
+    failures = 0
+    with ThreadPoolExecutor(2) as pool, tqdm(total=len(paths), unit='image', desc='restoring') as bar:
+        upcoming = pool.submit(read_image, paths[0])
+        writing = None
+        for index, path in enumerate(paths):
+            reading = upcoming
+            if index + 1 < len(paths):
+                upcoming = pool.submit(read_image, paths[index + 1])
+            try:
+                image = reading.result()  # its errors name the file
+                try:
+                    result = pipeline.enhance(image, only_center_face=only_center_face)
+                except ValueError as error:
+                    raise ValueError(f'{path}: {error}') from None
+            except ValueError as error:
+                tqdm.write(f'error: {error}', file=sys.stderr)
+                failures += 1
+                bar.update(1)
+                continue
+            failures += _finish(writing, bar)
+            writing = pool.submit(save_whole_image, output, path, suffix, ext, result), path
+        failures += _finish(writing, bar)
+    return failures
+
+
+def _finish(writing, bar):
+    """Wait for a photo's results to be written; 1 if that failed."""
+    if writing is None:
+        return 0
+    future, path = writing
+    bar.update(1)
+    try:
+        future.result()
+    except (OSError, ValueError) as error:
+        tqdm.write(f'error: {path}: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def load_pipeline(args, restorer):
+    """The whole-image pipeline as the official tool sets it up: RetinaFace ResNet50, ParseNet masks, and
+    Real-ESRGAN x2 for the background on an accelerator (the official skips it on the CPU, where it is slow)."""
+    detector = FaceDetector.from_pretrained()
+    parser = FaceParser.from_pretrained()
+    upsampler = None
+    if args.bg_upsampler == 'realesrgan':
+        if jax.default_backend() == 'cpu':
+            print('note: no Real-ESRGAN background upsampling on the CPU, as in the official tool; the background '
+                  'is resized', file=sys.stderr)
+        else:  # bf16 where the official uses fp16
+            upsampler = BackgroundUpsampler.from_pretrained(tile=args.bg_tile, tile_pad=10, pre_pad=0,
+                                                            dtype=jnp.bfloat16)
+    return ImageRestorer(restorer, detector, parser, upsampler, upscale=args.upscale, batch_size=args.batch_size)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if not args.aligned:
-        print('error: whole-image restoration (face detection, alignment, paste-back) is not there yet; '
-              'pass --aligned with 512x512 aligned faces', file=sys.stderr)
-        return 2
     if args.batch_size < 1:
         print('error: --batch-size must be at least 1', file=sys.stderr)
         return 2
@@ -184,7 +263,8 @@ def main(argv=None):
             restorer = FaceRestorer.from_checkpoint(args.model_path, **options)
         else:
             restorer = FaceRestorer.from_pretrained(args.version, **options)
-    except (CheckpointError, DownloadError) as error:
+        pipeline = None if args.aligned else load_pipeline(args, restorer)
+    except (CheckpointError, DownloadError, ConversionError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     except OSError as error:  # missing input, an output path under a file, an unwritable cache, ...
@@ -194,8 +274,14 @@ def main(argv=None):
     unique, clashes = without_name_clashes(paths)
     for error in clashes:
         print(f'error: {error}', file=sys.stderr)
-    # No point padding a handful of faces up to a large batch.
-    batch_size = min(args.batch_size, len(unique))
-    failures = len(clashes) + restore_aligned(restorer, unique, args.output, args.suffix, batch_size)
-    print(f'restored {len(paths) - failures} of {len(paths)} faces into {args.output}')
+    if args.aligned:
+        # No point padding a handful of faces up to a large batch.
+        batch_size = min(args.batch_size, len(unique))
+        failures = len(clashes) + restore_aligned(restorer, unique, args.output, args.suffix, batch_size)
+        what = 'faces'
+    else:
+        failures = len(clashes) + restore_whole_images(pipeline, unique, args.output, args.suffix, args.ext,
+                                                       args.only_center_face)
+        what = 'images'
+    print(f'restored {len(paths) - failures} of {len(paths)} {what} into {args.output}')
     return 1 if failures else 0

@@ -122,7 +122,7 @@ def test_bad_files_are_reported_and_skipped(small_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize('argv,message', [
     (['--aligned', '-i', 'no/such/dir'], 'no/such/dir: no such file or folder'),
     (['--aligned', '-i', EXAMPLES, '--model-path', 'missing.pth'], 'missing.pth: cannot open it: No such file'),
-    (['-i', 'x'], 'whole-image restoration'),
+    (['-i', 'no/such/photo.jpg'], 'no/such/photo.jpg: no such file or folder'),
 ])
 def test_usage_errors_are_one_line(argv, message, tmp_path, capsys):
     code = infer_cli.main(argv + ['-o', str(tmp_path)])
@@ -207,3 +207,35 @@ def test_a_run_traces_one_program(small_checkpoint, tmp_path, monkeypatch):
                            small_checkpoint, '--batch-size', '2']) == 0
     assert traced == [(2, 32, 32, 3)]
     assert len(os.listdir(tmp_path / 'out' / 'restored_faces')) == 5
+
+
+class _FixedDetector:
+    """Grace Hopper's face wherever we look: a random detector would find none."""
+
+    def detect_faces(self, image, conf_threshold):
+        points = [113, 98.5, 152.5, 97.5, 131.5, 122.5, 119, 138, 145, 137.5]
+        return np.float32([[98, 80, 168, 155, 0.99] + points])
+
+
+def test_whole_photos(small_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(infer_cli.FaceDetector, 'from_pretrained', classmethod(lambda cls: _FixedDetector()))
+    monkeypatch.setattr(infer_cli.FaceParser, 'from_pretrained', classmethod(lambda cls: None))  # square masks
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    photo = os.path.join(EXAMPLES, '..', 'photos', 'grace_hopper.jpg')
+    (inputs / 'hopper.jpg').write_bytes(open(photo, 'rb').read())
+    cv2.imwrite(str(inputs / 'plain.png'), np.full((60, 50, 3), 90, np.uint8))
+    (inputs / 'broken.jpg').write_bytes(b'not a photo')
+    out = tmp_path / 'out'
+    code = infer_cli.main(['-i', str(inputs), '-o', str(out), '--model-path', small_checkpoint, '-s', '3',
+                           '--suffix', 'x'])
+    assert code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith('error:')] == [
+        f'error: {inputs / "broken.jpg"}: not a readable image']
+    assert any(line.startswith('note: no Real-ESRGAN background upsampling on the CPU') for line in err)
+    assert sorted(os.listdir(out / 'restored_imgs')) == ['hopper_x.jpg', 'plain_x.png']
+    assert cv2.imread(str(out / 'restored_imgs' / 'hopper_x.jpg')).shape == (900, 768, 3)
+    assert sorted(os.listdir(out / 'restored_faces')) == ['hopper_00_x.png', 'plain_00_x.png']
+    assert sorted(os.listdir(out / 'cmp')) == ['hopper_00.png', 'plain_00.png']
+    assert cv2.imread(str(out / 'cmp' / 'hopper_00.png')).shape == (32, 64, 3)  # the small model's faces

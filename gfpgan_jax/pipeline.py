@@ -1,0 +1,86 @@
+"""Whole photos in, whole photos out: the official GFPGANer.enhance, with gfpgan-jax networks throughout.
+
+Detect faces (RetinaFace), align each onto the FFHQ template, restore them in batches, and blend them back into
+the photo (soft masks from face parsing) over a background that is upsampled (Real-ESRGAN) or resized.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from gfpgan_jax import alignment
+
+# GFPGANer keeps only confident detections.
+DETECTION_THRESHOLD = 0.97
+
+
+class ImageRestoration(NamedTuple):
+    cropped_faces: np.ndarray  # (n, 512, 512, 3) uint8 BGR, the aligned input faces
+    restored_faces: np.ndarray  # (n, 512, 512, 3) uint8 BGR
+    image: np.ndarray | None  # the whole restored photo, `upscale` times larger; None without paste-back
+
+
+def as_bgr(image):
+    """uint8 BGR (h, w, 3) from what cv2.imread gives: grey becomes BGR, an alpha channel is dropped."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f'expected a uint8 image, got {image.dtype}')
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f'expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}')
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def batch_shapes(count, batch_size):
+    """Batch sizes that cover `count` faces: full batches, then the remainder padded to a power of two, so that
+    any number of faces compiles at most log2(batch_size) + 1 programs."""
+    full, rest = divmod(count, batch_size)
+    sizes = [batch_size] * full
+    if rest:
+        sizes.append(min(batch_size, 1 << (rest - 1).bit_length()))
+    return sizes
+
+
+class ImageRestorer:
+    """GFPGANer for whole photos.
+
+    faces: a FaceRestorer; detector: a FaceDetector; parser: a FaceParser for soft paste masks (None: the
+    official square masks); upsampler: a BackgroundUpsampler (None: the background is resized with Lanczos).
+    """
+
+    def __init__(self, faces, detector, parser=None, upsampler=None, upscale=2, batch_size=8):
+        self.faces = faces
+        self.detector = detector
+        self.parser = parser
+        self.upsampler = upsampler
+        self.upscale = upscale
+        self.batch_size = batch_size
+        self._next_face = 0
+
+    def enhance(self, image, only_center_face=False, paste_back=True):
+        image = as_bgr(image)
+        detections = self.detector.detect_faces(image, DETECTION_THRESHOLD)
+        landmarks = alignment.face_landmarks(detections, image.shape, only_center_face=only_center_face)
+        crops, transforms = alignment.align_faces(image, landmarks, self.faces.config.out_size)
+        restored = self.restore_faces(crops)
+        if not paste_back:
+            return ImageRestoration(crops, restored, None)
+        upsampled = self.upsampler.enhance(image, outscale=self.upscale) if self.upsampler else None
+        canvas = alignment.background(image, self.upscale, upsampled)
+        masks = [self.parser.face_paste_mask(face) for face in restored] if self.parser else None
+        return ImageRestoration(crops, restored, alignment.paste_faces(canvas, restored, transforms, self.upscale,
+                                                                       masks))
+
+    def restore_faces(self, crops):
+        """BGR crops -> restored BGR faces, numbered on from the last call for their random noise."""
+        restored, start = [], 0
+        for size in batch_shapes(len(crops), self.batch_size):
+            chunk = crops[start:start + size][..., ::-1]  # BGR -> RGB
+            padding = np.zeros((size - len(chunk),) + chunk.shape[1:], np.uint8)
+            indices = np.arange(self._next_face, self._next_face + size)
+            faces = self.faces.restore(np.concatenate([chunk, padding]), indices)[:len(chunk)]
+            restored.append(faces[..., ::-1])
+            self._next_face += len(chunk)
+            start += len(chunk)
+        size = self.faces.config.out_size
+        return np.concatenate(restored) if restored else np.zeros((0, size, size, 3), np.uint8)
