@@ -14,7 +14,7 @@ from flax import traverse_util
 
 from gfpgan_jax.architecture import CLEAN, ORIGINAL, ModelConfig, build_model
 from gfpgan_jax.convert import clean, original
-from gfpgan_jax.convert.torch_modules import ConversionError, listing
+from gfpgan_jax.convert.torch_modules import ConversionError, listing, place
 
 _LAYOUTS = {CLEAN: clean, ORIGINAL: original}
 
@@ -90,17 +90,7 @@ def convert_state_dict(state, config: ModelConfig | None = None):
     config = config or detect_config(state)
     layout = _layout(config)
     shapes = variable_shapes(config)
-    flat, unused, mismatched = {}, [], {}
-    for key, array in state.items():
-        path = flax_path(key, layout, shapes)
-        if path not in shapes:
-            unused.append(key)
-            continue
-        array = to_flax_array(np.asarray(array, np.float32), path)
-        if array.shape != shapes[path]:
-            mismatched[path] = f'{key} {array.shape} != {shapes[path]}'
-            continue
-        flat[path] = array
+    flat, unused, mismatched = place(state, shapes, lambda key: flax_path(key, layout, shapes), to_flax_array)
     missing = [torch_key(path, layout) for path in shapes if path not in flat and path not in mismatched]
     _raise_on_problems(config, missing, unused, mismatched.values())
     return config, traverse_util.unflatten_dict(flat)

@@ -47,22 +47,29 @@ def listing(what, items):
     return f'{len(items)} {what}: {", ".join(items[:_LIST_SHOWN])}{more}'
 
 
-def convert(state, shapes, what='the model', rename=None, ignore=('num_batches_tracked',)):
-    """Variables from `state` ({torch key: numpy array}); `shapes` from `variable_shapes`. `rename` maps a torch
-    key to ours where the names differ; keys ending in `ignore` hold nothing we need."""
+def place(state, shapes, path_of, array_of):
+    """Each tensor of `state` at its variable path `path_of(key)`, as `array_of(array, path)`: (the variables
+    placed, the keys with no place, {path: the shape complaint} for those that do not fit)."""
     flat, unused, mismatched = {}, [], {}
     for key, array in state.items():
-        if key.rsplit('.', 1)[-1] in ignore:
-            continue
-        path = flax_path(rename(key) if rename else key, shapes)
+        path = path_of(key)
         if path not in shapes:
             unused.append(key)
             continue
-        array = to_flax_array(np.asarray(array, np.float32), path)
+        array = array_of(np.asarray(array, np.float32), path)
         if array.shape != shapes[path]:
             mismatched[path] = f'{key} {array.shape} != {shapes[path]}'
             continue
         flat[path] = array
+    return flat, unused, mismatched
+
+
+def convert(state, shapes, what='the model', rename=None, ignore=('num_batches_tracked',)):
+    """Variables from `state` ({torch key: numpy array}); `shapes` from `variable_shapes`. `rename` maps a torch
+    key to ours where the names differ; keys ending in `ignore` hold nothing we need."""
+    state = {key: array for key, array in state.items() if key.rsplit('.', 1)[-1] not in ignore}
+    flat, unused, mismatched = place(state, shapes, lambda key: flax_path(rename(key) if rename else key, shapes),
+                                     to_flax_array)
     missing = ['/'.join(path) for path in shapes if path not in flat and path not in mismatched]
     problems = [listing(name, items) for name, items in
                 (('missing', missing), ('unused', unused), ('with the wrong shape', mismatched.values())) if items]
