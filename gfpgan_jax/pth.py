@@ -3,6 +3,9 @@
 A `.pth` file is a pickle, and unpickling calls whatever the file names, so loading an untrusted one with plain
 `pickle` runs its code. `load_pth` resolves only the few names that tensors and state dicts are made of, each to a
 function of this module, and refuses the file at the first other name, before anything of it has run.
+
+It reads both formats of `torch.save`: the zip archive of torch 1.6 on, and the legacy one before it, pickles in a
+row followed by the storages' bytes.
 """
 import collections
 import io
@@ -14,18 +17,23 @@ import types
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import ml_dtypes
 import numpy as np
 
 from gfpgan_jax.fileio import atomic_write
 
-# torch.save's format before torch 1.6 opens with this number, pickled as a 10-byte LONG1.
-_LEGACY_MAGIC = b'\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19'
+# torch.save's format before torch 1.6 opens with a pickle of this number: a 10-byte LONG1 from protocol 2 on (after
+# the PROTO and FRAME opcodes), a decimal LONG before.
+_LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+_LEGACY_MAGIC_LONG1 = b'\x8a\x0a' + _LEGACY_MAGIC_NUMBER.to_bytes(10, 'little')
+_LEGACY_MAGIC_LONG = b'L%dL\n' % _LEGACY_MAGIC_NUMBER
+_LEGACY_PROTOCOL_VERSION = 1001
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, not a torch zip checkpoint, damaged, or holding no state dict."""
+    """A checkpoint that cannot be used: missing, not a torch checkpoint, damaged, or holding no state dict."""
 
     def __init__(self, path, detail):
         super().__init__(os.fspath(path), detail)
@@ -48,41 +56,44 @@ def _one_line(text):
 
 
 def load_pth(path) -> dict:
-    """The object a zip-format `torch.save` file holds, with tensors as numpy arrays and ordered dicts as dicts.
+    """The object a `torch.save` file holds, with tensors as numpy arrays and ordered dicts as dicts.
 
-    bfloat16 tensors come back as `ml_dtypes.bfloat16` arrays. Each storage record is read once; a tensor spanning
-    its whole storage is that array, while the other views of a shared storage (slices, transposes) are copies.
+    bfloat16 tensors come back as `ml_dtypes.bfloat16` arrays. Each storage is read once; a tensor spanning its
+    whole storage is that array, while the other views of a shared storage (slices, transposes) are copies.
     """
     try:
         file = open(path, 'rb')
     except OSError as exc:
         raise CheckpointError(path, f'cannot open it: {exc.strerror}') from None
     with file:
+        head = file.read(512)
+        file.seek(0)
+        if head.startswith(_LEGACY_MAGIC_LONG) or _LEGACY_MAGIC_LONG1 in head[:32]:
+            return _load_legacy(file, path)
         try:
             archive = zipfile.ZipFile(file)
         except zipfile.BadZipFile:
-            file.seek(0)
-            raise CheckpointError(path, _why_not_zip(file.read(64))) from None
+            raise CheckpointError(path, _why_not_zip(head)) from None
         with archive:
-            return _unpickle(archive, path)
+            return _load_zip(archive, path)
 
 
 def _why_not_zip(head):
-    if _LEGACY_MAGIC in head:
-        return 'is a legacy torch checkpoint; re-save it with torch.save(..., _use_new_zipfile_serialization=True)'
     if not head:
         return 'is empty'
     if head.startswith(b'PK'):
         return 'is a truncated or damaged zip archive'
+    if head[257:262] == b'ustar':
+        return 'is a tar archive, the checkpoint format of torch before 0.1.10, which is not supported'
     return 'is not a torch checkpoint (not a zip archive)'
 
 
-def _unpickle(archive, path):
+def _load_zip(archive, path):
     pickles = [name for name in archive.namelist() if name.count('/') == 1 and name.endswith('/data.pkl')]
     if len(pickles) != 1:
         raise CheckpointError(path, 'is a zip archive but not a torch checkpoint (no single <name>/data.pkl in it)')
     prefix = pickles[0][:-len('data.pkl')]
-    storages = _Storages(archive, prefix, path)
+    storages = _ZipStorages(archive, prefix, path)
     unpickler = _Unpickler(io.BytesIO(storages.read_member('data.pkl')), path, storages.load)
     try:
         return _plain(unpickler.load(), {})
@@ -92,9 +103,32 @@ def _unpickle(archive, path):
         raise CheckpointError(path, f'data.pkl is malformed ({type(exc).__name__}: {exc})') from exc
 
 
+def _load_legacy(file, path):
+    """Reads the pickles one after another from `file`: magic number, protocol version, sys info, the object, and
+    the keys of its storages, whose bytes then follow in that order."""
+    storages = _LegacyStorages(file, path)
+    try:
+        if _Unpickler(file, path).load() != _LEGACY_MAGIC_NUMBER:
+            raise CheckpointError(path, 'is not a torch checkpoint (no torch magic number where a legacy one has it)')
+        if _Unpickler(file, path).load() != _LEGACY_PROTOCOL_VERSION:
+            raise CheckpointError(path, 'is a legacy torch checkpoint of a protocol other than the known '
+                                        f'{_LEGACY_PROTOCOL_VERSION}')
+        # The sys info gives the writer's byte order and C type sizes, neither of which matters: the storages are
+        # little-endian whatever the writer, as torch reads them.
+        _Unpickler(file, path).load()
+        obj = _Unpickler(file, path, storages.load).load()
+        storages.fill(_Unpickler(file, path).load())
+        return _plain(obj, {})
+    except CheckpointError:
+        raise
+    except Exception as exc:  # as in _load_zip, and a file cut short fails wherever it ends
+        raise CheckpointError(
+            path, f'is a legacy torch checkpoint that is truncated or malformed ({type(exc).__name__}: {exc})') from exc
+
+
 class _Unpickler(pickle.Unpickler):
 
-    def __init__(self, file, path, load_storage):
+    def __init__(self, file, path, load_storage=None):
         super().__init__(file)
         self._path = path
         self._load_storage = load_storage
@@ -117,6 +151,8 @@ class _Unpickler(pickle.Unpickler):
         return allowed
 
     def persistent_load(self, pid):
+        if self._load_storage is None:
+            raise pickle.UnpicklingError('a pickle other than the main one refers to a storage')
         return self._load_storage(pid)
 
 
@@ -136,13 +172,28 @@ class _StateDict(dict):
 
 
 class _Storages:
-    """The archive's storage records, each read once: the tensors that share a storage share its one array."""
+    """The storages a checkpoint's pickle names, each made once: the tensors that share a storage share its array."""
 
-    def __init__(self, archive, prefix, path):
-        self._archive = archive
-        self._prefix = prefix
+    def __init__(self, path):
         self._path = path
         self._arrays = {}
+
+    def _storage(self, key, dtype, numel):
+        array = self._arrays.get(key)
+        if array is None:
+            array = self._arrays[key] = self._new(key, dtype, numel)
+        if array.dtype != dtype or array.size != numel:
+            raise CheckpointError(self._path, f'its pickle uses storage {key} with two different types or sizes')
+        return array
+
+
+class _ZipStorages(_Storages):
+    """The archive's storage records, each read when the pickle first names it."""
+
+    def __init__(self, archive, prefix, path):
+        super().__init__(path)
+        self._archive = archive
+        self._prefix = prefix
         has_order = prefix + 'byteorder' in archive.namelist()
         order = self.read_member('byteorder').decode('ascii', 'replace') if has_order else 'little'
         if order not in ('little', 'big'):
@@ -163,15 +214,8 @@ class _Storages:
                 return self._storage(key, dtype, numel)
         raise CheckpointError(self._path, 'data.pkl refers to something other than a torch storage')
 
-    def _storage(self, key, dtype, numel):
-        array = self._arrays.get(key)
-        if array is None:
-            array = self._arrays[key] = self._read(f'data/{key}', dtype, numel)
-        if array.dtype != dtype or array.size != numel:
-            raise CheckpointError(self._path, f'data.pkl uses storage {key} with two different types or sizes')
-        return array
-
-    def _read(self, name, dtype, numel):
+    def _new(self, key, dtype, numel):
+        name = f'data/{key}'
         try:
             info = self._archive.getinfo(self._prefix + name)
         except KeyError:
@@ -188,13 +232,84 @@ class _Storages:
             raise CheckpointError(self._path, f'cannot read the record {name}: {exc}') from None
         if got != info.file_size:
             raise CheckpointError(self._path, f'the record {name} ends early')
-        if self._swap and dtype.itemsize > 1:
-            array.view(f'u{dtype.itemsize}').byteswap(inplace=True)
+        if self._swap:
+            _swap_bytes(array)
         return array
+
+
+class _LegacyStorages(_Storages):
+    """A legacy file's storages: made empty as its pickle names them, and filled from the records that follow it."""
+
+    def __init__(self, file, path):
+        super().__init__(path)
+        self._file = file
+        # Every storage's bytes are in the file, so the file's size bounds them: a damaged or hand-made pickle
+        # naming more cannot make a small file allocate gigabytes.
+        self._bytes_left = os.fstat(file.fileno()).st_size
+
+    def load(self, pid):
+        match pid:
+            case ('storage', _StorageType(dtype=dtype), str(key), _, int(numel), None):
+                return self._storage(key, dtype, numel)
+            case ('storage', _StorageType(dtype=dtype), str(key), _, int(numel), (_, int(start), int(length))):
+                # A slice of storage `key`, as early torch versions saved storage slices; torch counts in items.
+                storage = self._storage(key, dtype, numel)
+                if not 0 <= start <= start + length <= numel:
+                    raise CheckpointError(self._path, f'its pickle slices items {start} to {start + length} '
+                                                      f'out of storage {key} of {numel} items')
+                return storage[start:start + length]
+        raise CheckpointError(self._path, 'its pickle refers to something other than a torch storage')
+
+    def _new(self, key, dtype, numel):
+        if numel * dtype.itemsize > self._bytes_left:
+            raise CheckpointError(self._path, 'is truncated or malformed: its pickle names storages of more bytes '
+                                              'than the file holds')
+        self._bytes_left -= numel * dtype.itemsize
+        return np.empty(numel, dtype)
+
+    def fill(self, keys):
+        """Reads the storages' records in the order of `keys`: each an int64 count of items, then the items."""
+        if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)
+                and sorted(keys) == sorted(self._arrays)):
+            raise CheckpointError(self._path, 'its list of storages is not the storages its pickle uses')
+        for key in keys:
+            array = self._arrays[key]
+            count = self._file.read(8)
+            if len(count) < 8:
+                raise CheckpointError(self._path, f'is truncated: it ends before the record of storage {key}')
+            count = int.from_bytes(count, 'little', signed=True)
+            if count != array.size:
+                raise CheckpointError(self._path, f'its record of storage {key} holds {count} items, '
+                                                  f'not the {array.size} its pickle says')
+            if self._file.readinto(array.view(np.uint8)) != array.nbytes:
+                raise CheckpointError(self._path, f'is truncated: the record of storage {key} ends early')
+            if sys.byteorder == 'big':
+                _swap_bytes(array)
+        if self._file.read(1):
+            raise CheckpointError(self._path, 'has bytes after the record of its last storage')
+
+
+def _swap_bytes(array):
+    if array.itemsize > 1:
+        array.view(f'u{array.itemsize}').byteswap(inplace=True)
+
+
+class _Tensor(NamedTuple):
+    """A tensor as its pickle gives it; `_plain` makes it an array once all storages hold their data, which a legacy
+    file stores after the pickle. Being a tuple, the pickle cannot change it once built."""
+    storage: object
+    offset: object
+    size: object
+    stride: object
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None):
+    return _Tensor(storage, storage_offset, size, stride)
+
+
+def _array(tensor):
+    storage, storage_offset, size, stride = tensor
     if not (isinstance(storage, np.ndarray) and storage.ndim == 1 and storage.flags.c_contiguous):
         raise ValueError('a tensor is built from something other than a storage')
     if not (_is_index(storage_offset) and isinstance(size, tuple) and isinstance(stride, tuple)
@@ -207,7 +322,8 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     if last >= storage.size:
         raise ValueError(f'a tensor of size {size} and stride {stride} at offset {storage_offset} '
                          f'reaches past the end of its storage of {storage.size} items')
-    if storage_offset == 0 and numel == storage.size and stride == _contiguous_strides(size):
+    # A legacy storage slice shares its memory with the storage it slices, so a tensor spanning it is a copy too.
+    if storage.base is None and storage_offset == 0 and numel == storage.size and stride == _contiguous_strides(size):
         return storage.reshape(size)
     byte_strides = tuple(step * storage.itemsize for step in stride)
     view = np.lib.stride_tricks.as_strided(storage[storage_offset:], size, byte_strides, writeable=False)
@@ -254,13 +370,17 @@ _ALLOWED_GLOBALS = {
 
 
 def _plain(obj, done):
-    """`obj` with every dict (the `_StateDict` stand-ins included) a plain dict, in lists and tuples too.
+    """`obj` with every tensor an array and every dict (the `_StateDict` stand-ins included) a plain dict, in lists
+    and tuples too.
 
-    `done` maps the ids of containers already converted to their copies, which keeps shared and self-containing
-    containers as they were.
+    `done` maps the ids of tensors and containers already converted to their copies, which keeps shared and
+    self-containing containers as they were, and a tensor the pickle gives twice one array.
     """
     if id(obj) in done:
         return done[id(obj)]
+    if isinstance(obj, _Tensor):
+        out = done[id(obj)] = _array(obj)
+        return out
     if isinstance(obj, dict):
         out = done[id(obj)] = {}
         for key, value in obj.items():

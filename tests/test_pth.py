@@ -1,9 +1,13 @@
 """gfpgan_jax.pth against real torch: what load_pth reads, what it refuses, and what save_pth writes."""
 import collections
+import io
 import os
 import pickle
+import pickletools
+import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -70,6 +74,10 @@ def _nested_checkpoint():
 CHECKPOINTS = {'dtypes': _dtypes_checkpoint, 'views': _views_checkpoint, 'nested': _nested_checkpoint}
 
 
+def _save_legacy(obj, path, protocol=2):
+    torch.save(obj, path, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+
+
 def _assert_same(ours, theirs):
     """`ours` (from load_pth) holds what `theirs` (from torch) does: arrays for tensors, dicts for OrderedDicts."""
     if isinstance(theirs, torch.Tensor):
@@ -120,17 +128,38 @@ def test_load_matches_torch_load_without_torch(tmp_path):
     for name, build in CHECKPOINTS.items():
         paths.append(tmp_path / f'{name}.pth')
         torch.save(build(), paths[-1])
+        paths.append(tmp_path / f'{name}_legacy.pth')
+        _save_legacy(build(), paths[-1])
     for path, ours in zip(paths, _load_without_torch(paths, tmp_path)):
         _assert_same(ours, torch.load(path, weights_only=True))
 
 
-def test_loaded_arrays_are_writable_and_independent_of_shared_storage(tmp_path):
+@pytest.mark.parametrize('protocol', [1, 4, 5])
+def test_reads_legacy_files_of_other_pickle_protocols(tmp_path, protocol):
+    path = tmp_path / 'legacy.pth'
+    _save_legacy(_nested_checkpoint(), path, protocol)
+    # torch's weights-only loader knows only protocol 2; this file is our own, so its full loader is safe here.
+    _assert_same(load_pth(path), torch.load(path, weights_only=False))
+
+
+@pytest.mark.parametrize('save', [torch.save, _save_legacy])
+def test_loaded_arrays_are_writable_and_independent_of_shared_storage(tmp_path, save):
     path = tmp_path / 'views.pth'
-    torch.save(_views_checkpoint(), path)
+    save(_views_checkpoint(), path)
     loaded = load_pth(path)
     loaded['base'][:] = 0
     _assert_same(loaded['row'], torch.load(path, weights_only=True)['row'])
     assert all(array.flags.writeable for array in loaded.values())
+
+
+@pytest.mark.parametrize('save', [torch.save, _save_legacy])
+def test_a_tensor_given_twice_loads_as_one_array(tmp_path, save):
+    path = tmp_path / 'twice.pth'
+    transposed = torch.arange(6.0).view(2, 3).t()
+    save({'a': transposed, 'b': transposed}, path)
+    loaded = load_pth(path)
+    assert loaded['a'] is loaded['b']
+    np.testing.assert_array_equal(loaded['a'], transposed.numpy())
 
 
 def test_reads_big_endian_checkpoints(tmp_path):
@@ -187,6 +216,17 @@ def _shell_via_torch_save(path, marker):
     torch.save({'params_ema': {'w': torch.zeros(2)}, 'hook': _RunsShell(f'touch {marker}')}, path)
 
 
+def _shell_via_legacy_torch_save(path, marker):
+    _save_legacy({'params_ema': {'w': torch.zeros(2)}, 'hook': _RunsShell(f'touch {marker}')}, path)
+
+
+def _shell_in_legacy_sys_info(path, marker):
+    # The pickles before and after the main one are unpickled too, by torch and by load_pth.
+    with open(path, 'wb') as file:
+        for part in (0x1950A86A20F9469CFC6C, 1001, _RunsShell(f'touch {marker}'), {}, []):
+            pickle.dump(part, file, 2)
+
+
 def _eval_protocol_4(path, marker):
     # Protocol 4 names globals with STACK_GLOBAL rather than GLOBAL.
     _write_checkpoint_zip(path, pickle.dumps({'params': _Evaluates(f'open({str(marker)!r}, "w").close()')}, 4))
@@ -206,6 +246,8 @@ def _whole_module(path, marker):
 
 @pytest.mark.parametrize('write, refused, runs_code', [
     (_shell_via_torch_save, 'system', True),
+    (_shell_via_legacy_torch_save, 'system', True),
+    (_shell_in_legacy_sys_info, 'system', True),
     (_eval_protocol_4, 'builtins.eval', True),
     (_counter, 'collections.Counter', False),
     (_numpy_array, 'numpy', False),
@@ -259,6 +301,94 @@ def _assert_plain_error(error, path, expected):
     assert message.startswith(f'{path}: ') and expected in message
 
 
+def _storage_slice(data):
+    # The tensor's persistent id ends with its storage's numel, 12, and None for "no slice" (BININT1 12, NONE,
+    # TUPLE); a slice of items 2 to 8 replaces that None, and the tensor's size and stride (3, 4) and (4, 1) become
+    # (2, 3) and (3, 1). Only the first of the two tensors on the storage is patched.
+    return (data.replace(b'K\x0cNt', b'K\x0c(X\x01\x00\x00\x00vK\x02K\x06tt', 1)
+            .replace(b'K\x03K\x04\x86', b'K\x02K\x03\x86').replace(b'K\x04K\x01\x86', b'K\x03K\x01\x86'))
+
+
+def test_reads_legacy_storage_slices(tmp_path):
+    # torch.save no longer writes storage slices, which early versions did; this file is one made by hand.
+    base, path = torch.arange(12.0).view(3, 4), tmp_path / 'slice.pth'
+    _save_legacy({'w': base, 'all': base.view(12)}, path)
+    path.write_bytes(_storage_slice(path.read_bytes()))
+    loaded = load_pth(path)
+    _assert_same(loaded, torch.load(path, weights_only=True))
+    np.testing.assert_array_equal(loaded['w'], np.arange(2.0, 8.0).reshape(2, 3))
+    loaded['all'][:] = 0
+    np.testing.assert_array_equal(loaded['w'], np.arange(2.0, 8.0).reshape(2, 3))
+
+
+def _legacy_pickle_ends(data):
+    """Where each of the five pickles of the legacy file `data` ends, found without running any of them."""
+    ends = []
+    file = io.BytesIO(data)
+    for _ in range(5):
+        for _ in pickletools.genops(file):
+            pass
+        ends.append(file.tell())
+    return ends
+
+
+@pytest.mark.parametrize('cut, expected', [
+    ('magic', 'is a legacy torch checkpoint that is truncated or malformed (EOFError'),
+    ('main pickle', 'is a legacy torch checkpoint that is truncated or malformed (EOFError'),
+    ('storage keys', 'is a legacy torch checkpoint that is truncated or malformed (EOFError'),
+    ('first count', 'is truncated: it ends before the record of storage'),
+    ('first storage', 'is truncated: the record of storage'),
+    ('last byte', 'is truncated: the record of storage'),
+    ('half of big storages', 'is truncated or malformed: its pickle names storages of more bytes than the file holds'),
+])
+def test_truncated_legacy_files_give_one_line_checkpoint_errors(tmp_path, cut, expected):
+    path = tmp_path / 'legacy.pth'
+    # Storages smaller than the pickles let a file cut after the pickles fail where the cut is, not on its size.
+    _save_legacy({'w': torch.arange(1000.0 if cut == 'half of big storages' else 2.0), 'b': torch.ones(3)}, path)
+    data = path.read_bytes()
+    magic, _, sys_info, main, keys = _legacy_pickle_ends(data)
+    end = {'magic': magic - 1, 'main pickle': (sys_info + main) // 2, 'storage keys': keys - 2,
+           'first count': keys + 4, 'first storage': keys + 10, 'last byte': len(data) - 1,
+           'half of big storages': len(data) // 2}[cut]
+    path.write_bytes(data[:end])
+    with pytest.raises(CheckpointError) as caught:
+        load_pth(path)
+    _assert_plain_error(caught.value, path, expected)
+
+
+def _replace_last(old, new):
+    def edit(data):
+        start = data.rindex(old)
+        return data[:start] + new + data[start + len(old):]
+    return edit
+
+
+@pytest.mark.parametrize('edit, expected', [
+    (lambda data: data + b'\0', 'has bytes after the record of its last storage'),
+    (lambda data: data.replace(b'M\xe9\x03.', b'M\xea\x03.', 1), 'a protocol other than the known 1001'),
+    (lambda data: data.replace((12).to_bytes(8, 'little'), (13).to_bytes(8, 'little')),
+     'holds 13 items, not the 12 its pickle says'),
+    (_replace_last(b'X\x01\x00\x00\x00s', b'X\x01\x00\x00\x00t'), 'its list of storages is not the storages'),
+    (lambda data: data.replace(b'K\x0cNt', b'J\x00\x00\x00\x01Nt'), 'storages of more bytes than the file holds'),
+    (lambda data: _storage_slice(data).replace(b'K\x02K\x06t', b'K\x0aK\x06t'), 'slices items 10 to 16'),
+    (lambda data: data.replace(b'K\x03K\x04\x86', b'K\x09K\x04\x86', 1), 'reaches past the end of its storage'),
+    # A storage named in the list of storage keys (BINUNICODE 's', BINPERSID) rather than in the main pickle.
+    (lambda data: data[:_legacy_pickle_ends(data)[3]] + b'\x80\x02X\x01\x00\x00\x00sQ.',
+     'a pickle other than the main one refers to a storage'),
+])
+def test_inconsistent_legacy_files_give_checkpoint_errors(tmp_path, edit, expected):
+    path = tmp_path / 'legacy.pth'
+    base = torch.arange(12.0).view(3, 4)
+    _save_legacy({'w': base, 'all': base.view(12)}, path)
+    data = path.read_bytes()
+    # torch names a storage after its address, a BINUNICODE of digits; naming it 's' makes the edits predictable.
+    key = re.search(rb'X.\x00\x00\x00[0-9]{6,}', data).group()
+    path.write_bytes(edit(data.replace(key, b'X\x01\x00\x00\x00s')))
+    with pytest.raises(CheckpointError) as caught:
+        load_pth(path)
+    _assert_plain_error(caught.value, path, expected)
+
+
 def _missing(path):
     pass
 
@@ -275,10 +405,6 @@ def _garbage(path):
     path.write_bytes(np.random.default_rng(0).bytes(1000))
 
 
-def _legacy(path):
-    torch.save({'w': torch.zeros(2)}, path, _use_new_zipfile_serialization=False)
-
-
 def _truncated(path):
     torch.save({'w': torch.zeros(1000)}, path)
     path.write_bytes(path.read_bytes()[:2000])
@@ -291,6 +417,20 @@ def _corrupt_storage(path):
     path.write_bytes(bytes(data))
 
 
+def _tar(path):
+    # torch before 0.1.10 saved a tar archive of these three records.
+    with tarfile.open(path, 'w', format=tarfile.PAX_FORMAT) as archive:
+        for name in ('storages', 'tensors', 'pickle'):
+            data = pickle.dumps(0, 2)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def _magic_elsewhere(path):
+    path.write_bytes(pickle.dumps([0x1950A86A20F9469CFC6C], 2))
+
+
 def _plain_zip(path):
     with zipfile.ZipFile(path, 'w') as archive:
         archive.writestr('notes.txt', 'hello')
@@ -301,10 +441,11 @@ def _plain_zip(path):
     (_directory, 'cannot open it'),
     (_empty, 'is empty'),
     (_garbage, 'not a torch checkpoint (not a zip archive)'),
-    (_legacy, 'is a legacy torch checkpoint; re-save it with torch.save(..., _use_new_zipfile_serialization=True)'),
     (_truncated, 'truncated or damaged zip archive'),
     (_corrupt_storage, 'cannot read the record data/0: Bad CRC-32'),
     (_plain_zip, 'not a torch checkpoint'),
+    (_tar, 'is a tar archive, the checkpoint format of torch before 0.1.10, which is not supported'),
+    (_magic_elsewhere, 'not a torch checkpoint (no torch magic number where a legacy one has it)'),
 ])
 def test_unreadable_files_give_one_line_checkpoint_errors(tmp_path, make, expected):
     path = tmp_path / 'model.pth'
