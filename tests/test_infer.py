@@ -1,6 +1,7 @@
 """infer.py on aligned faces: the official pipeline's pixels, the official output layout, and bad input."""
 import functools
 import os
+import re
 
 import cv2
 import jax
@@ -239,3 +240,12 @@ def test_whole_photos(small_checkpoint, tmp_path, monkeypatch, capsys):
     assert sorted(os.listdir(out / 'restored_faces')) == ['hopper_00_x.png', 'plain_00_x.png']
     assert sorted(os.listdir(out / 'cmp')) == ['hopper_00.png', 'plain_00.png']
     assert cv2.imread(str(out / 'cmp' / 'hopper_00.png')).shape == (32, 64, 3)  # the small model's faces
+
+
+def test_batched_restore_uses_no_grouped_convolutions(small_checkpoint):
+    """Per-face random noise must not make per-face kernels: grouped convolutions are many times slower."""
+    restorer = FaceRestorer.from_checkpoint(small_checkpoint, noise='random')
+    faces = np.zeros((3, 32, 32, 3), np.uint8)
+    text = restorer._restore_uint8.lower(restorer.variables, faces, np.arange(3, dtype=np.int32)).as_text()
+    groups = set(re.findall(r'feature_group_count = (\d+)', text))
+    assert groups == {'1'}, groups
