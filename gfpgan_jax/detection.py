@@ -73,7 +73,8 @@ def nms(boxes, scores, iou_threshold):
         width = np.maximum(np.float32(0), np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
         height = np.maximum(np.float32(0), np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]))
         overlap = width * height
-        iou = overlap / (areas[best] + areas[rest] - overlap)
+        with np.errstate(invalid='ignore', divide='ignore'):  # empty boxes: NaN, kept as by torchvision
+            iou = overlap / (areas[best] + areas[rest] - overlap)
         order = rest[~(iou.astype(np.float64) > iou_threshold)]  # torchvision compares in double
     return np.array(keep, np.int64)
 
