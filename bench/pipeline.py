@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
 import official  # noqa: E402  (the official stack, importable on any torch)
-from parity_utils import calibrate_batch_norms, randomize, state_dict_numpy  # noqa: E402
+from parity_utils import (FixedDetector, calibrate_batch_norms, detection_rows, randomize,  # noqa: E402
+                          state_dict_numpy)
 
 from gfpgan_jax.alignment import align_faces  # noqa: E402
 from gfpgan_jax.background import BackgroundUpsampler  # noqa: E402
@@ -37,25 +38,6 @@ from gfpgan_jax.restorer import FaceRestorer  # noqa: E402
 # Grace Hopper's face (eyes, nose, mouth corners) and a made-up second one, in the full-size portrait.
 LANDMARKS = np.float32([[[226, 197], [305, 195], [263, 245], [238, 276], [290, 275]],
                         [[80, 460], [124, 472], [98, 496], [80, 516], [114, 524]]])
-
-
-def known_faces():
-    rows = []
-    for points in LANDMARKS:
-        (x1, y1), (x2, y2) = points.min(0) - 30, points.max(0) + 30
-        rows.append(np.concatenate([[x1, y1, x2, y2, 0.99], points.ravel()]))
-    return np.float32(rows)
-
-
-class RunsThenReports:
-    """A detector that does all its work, then reports the known faces."""
-
-    def __init__(self, detector):
-        self.detector = detector
-
-    def detect_faces(self, image, conf_threshold):
-        self.detector.detect_faces(image, conf_threshold)
-        return known_faces()
 
 
 def timed(fn, repeats):
@@ -89,6 +71,7 @@ def main():
     with matplotlib.cbook.get_sample_data('grace_hopper.jpg') as f:
         photo = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
     face = align_faces(photo, LANDMARKS[:1])[0][0]
+    known_faces = detection_rows(LANDMARKS, margin=30)
     detector = randomize(RetinaFace(network_name='resnet50', half=False, phase='test'), seed=1)
     parser = calibrate_batch_norms(randomize(ParseNet(in_size=512, out_size=512, parsing_ch=19), seed=2),
                                    torch.from_numpy(face[None, ::4, ::4, ::-1].transpose(0, 3, 1, 2) / 127.5 - 1)
@@ -103,7 +86,9 @@ def main():
         torch.save({'params_ema': generator.state_dict()}, gfpgan_path)
         torch.save({'params_ema': upsampler.state_dict()}, upsampler_path)
 
-        face_restoration_helper.init_detection_model = lambda *a, **k: RunsThenReports(detector.to(device))
+        # The detectors run in full, then report the known faces.
+        face_restoration_helper.init_detection_model = lambda *a, **k: FixedDetector(known_faces,
+                                                                                      detector.to(device))
         face_restoration_helper.init_parsing_model = lambda *a, **k: parser.to(device)
         background = (RealESRGANer(scale=2, model_path=upsampler_path, model=upsampler, tile=400, tile_pad=10,
                                    pre_pad=0, half=True, device=device) if on_gpu else None)
@@ -111,7 +96,7 @@ def main():
                                        bg_upsampler=background, device=device)
         ours = ImageRestorer(
             FaceRestorer.from_checkpoint(gfpgan_path),
-            RunsThenReports(FaceDetector.from_state_dict(state_dict_numpy(detector.cpu()))),
+            FixedDetector(known_faces, FaceDetector.from_state_dict(state_dict_numpy(detector.cpu()))),
             FaceParser.from_state_dict(state_dict_numpy(parser.cpu())),
             # bf16 where the official runs Real-ESRGAN in fp16, as infer.py does
             BackgroundUpsampler.from_checkpoint(upsampler_path, dtype=jnp.bfloat16) if on_gpu else None, upscale=2)

@@ -103,10 +103,6 @@ def save_face(output, stem, suffix, cropped, restored):
     write_image(os.path.join(output, 'cmp', f'{stem}.png'), np.concatenate([cropped, restored], axis=1))
 
 
-def save_results(output, name, suffix, cropped, restored):
-    save_face(output, output_stem(name), suffix, cropped, restored)
-
-
 def save_whole_image(output, path, suffix, ext, result):
     basename, extension = os.path.splitext(os.path.basename(path))
     for index, (cropped, restored) in enumerate(zip(result.cropped_faces, result.restored_faces)):
@@ -140,7 +136,7 @@ def _save_batch(output, suffix, faces, restored):
     restored = np.asarray(restored)[..., ::-1]  # waits for the device; RGB -> BGR
     for (name, cropped), face in zip(faces, restored):
         try:
-            save_results(output, name, suffix, cropped, np.ascontiguousarray(face))
+            save_face(output, output_stem(name), suffix, cropped, np.ascontiguousarray(face))
         except (OSError, ValueError) as error:
             tqdm.write(f'error: {name}: {error}', file=sys.stderr)
             failures += 1

@@ -7,6 +7,7 @@ import pytest
 import official  # noqa: F401  (facexlib imports torchvision)
 from facexlib.utils import face_restoration_helper as facexlib_helper
 from gfpgan_jax import alignment
+from parity_utils import FixedDetector
 
 
 def photo():
@@ -33,18 +34,10 @@ DETECTIONS = np.stack([
 ])
 
 
-class _FixedDetector:
-    def __init__(self, rows):
-        self.rows = rows
-
-    def detect_faces(self, image, conf_threshold):
-        return self.rows.copy()
-
-
 @pytest.fixture
 def official_helper(monkeypatch):
     def make(upscale, rows=DETECTIONS):
-        monkeypatch.setattr(facexlib_helper, 'init_detection_model', lambda *a, **k: _FixedDetector(rows))
+        monkeypatch.setattr(facexlib_helper, 'init_detection_model', lambda *a, **k: FixedDetector(rows))
         monkeypatch.setattr(facexlib_helper, 'init_parsing_model', lambda *a, **k: None)
         return facexlib_helper.FaceRestoreHelper(upscale, face_size=512, crop_ratio=(1, 1), save_ext='png',
                                                  use_parse=False, device='cpu')

@@ -12,7 +12,7 @@ import torch
 import official
 from gfpgan_jax import infer_cli
 from gfpgan_jax.restorer import FaceRestorer
-from parity_utils import randomize, tame_rgb_heads
+from parity_utils import FixedDetector, detection_rows, randomize, tame_rgb_heads
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'examples', 'aligned')
 
@@ -210,16 +210,10 @@ def test_a_run_traces_one_program(small_checkpoint, tmp_path, monkeypatch):
     assert len(os.listdir(tmp_path / 'out' / 'restored_faces')) == 5
 
 
-class _FixedDetector:
-    """Grace Hopper's face wherever we look: a random detector would find none."""
-
-    def detect_faces(self, image, conf_threshold):
-        points = [113, 98.5, 152.5, 97.5, 131.5, 122.5, 119, 138, 145, 137.5]
-        return np.float32([[98, 80, 168, 155, 0.99] + points])
-
-
 def test_whole_photos(small_checkpoint, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(infer_cli.FaceDetector, 'from_pretrained', classmethod(lambda cls: _FixedDetector()))
+    grace_hopper = detection_rows([[[113, 98.5], [152.5, 97.5], [131.5, 122.5], [119, 138], [145, 137.5]]])
+    monkeypatch.setattr(infer_cli.FaceDetector, 'from_pretrained',
+                        classmethod(lambda cls: FixedDetector(grace_hopper)))
     monkeypatch.setattr(infer_cli.FaceParser, 'from_pretrained', classmethod(lambda cls: None))  # square masks
     inputs = tmp_path / 'in'
     inputs.mkdir()

@@ -17,7 +17,7 @@ from gfpgan_jax.models import parsenet
 from gfpgan_jax.parsing import FaceParser
 from gfpgan_jax.pth import load_pth
 from gfpgan_jax.restorer import FaceRestorer
-from parity_utils import calibrate_batch_norms, randomize, state_dict_numpy
+from parity_utils import FixedDetector, calibrate_batch_norms, detection_rows, randomize, state_dict_numpy
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'examples')
 PHOTO = os.path.join(EXAMPLES, 'photos', 'grace_hopper.jpg')
@@ -26,25 +26,6 @@ SLIM_PARSER = dict(base_ch=16, ch_range=(16, 32), res_depth=2)
 # Grace Hopper's eyes, nose and mouth corners in the half-size photo, and a made-up smaller, tilted face.
 LANDMARKS = [np.float32([[113, 98.5], [152.5, 97.5], [131.5, 122.5], [119, 138], [145, 137.5]]),
              np.float32([[40, 230], [62, 236], [49, 248], [40, 258], [57, 262]])]
-
-
-def detection_rows(landmarks):
-    rows = []
-    for points in landmarks:
-        (x1, y1), (x2, y2) = points.min(0) - 15, points.max(0) + 15
-        rows.append(np.concatenate([[x1, y1, x2, y2, 0.99], points.ravel()]))
-    return np.float32(rows)
-
-
-class FixedDetector:
-    """Stands in for RetinaFace on both sides (its own parity is tested in test_retinaface.py): random
-    detector weights would find no faces."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def detect_faces(self, image, conf_threshold):
-        return self.rows.copy()
 
 
 @pytest.fixture(scope='module')
