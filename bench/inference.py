@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
 import official  # noqa: E402  (the official stack, importable on any torch)
 from parity_utils import randomize, state_dict_numpy  # noqa: E402
 
-from gfpgan_jax import convert  # noqa: E402
-from gfpgan_jax.architecture import build_model  # noqa: E402
+from gfpgan_jax.convert import generator as convert  # noqa: E402
+from gfpgan_jax.models.generator import build_model  # noqa: E402
 
 GFLOP_PER_FACE = 395.5  # forward pass at 512 px, counted with torch's FLOP counter
 V14 = dict(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8, input_is_latent=True,

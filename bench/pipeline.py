@@ -28,12 +28,12 @@ import official  # noqa: E402  (the official stack, importable on any torch)
 from parity_utils import (FixedDetector, calibrate_batch_norms, detection_rows, randomize,  # noqa: E402
                           state_dict_numpy)
 
-from gfpgan_jax.alignment import align_faces  # noqa: E402
-from gfpgan_jax.background import BackgroundUpsampler  # noqa: E402
-from gfpgan_jax.detection import FaceDetector  # noqa: E402
-from gfpgan_jax.parsing import FaceParser  # noqa: E402
-from gfpgan_jax.pipeline import ImageRestorer  # noqa: E402
-from gfpgan_jax.restorer import FaceRestorer  # noqa: E402
+from gfpgan_jax.inference.alignment import align_faces  # noqa: E402
+from gfpgan_jax.inference.background import BackgroundUpsampler  # noqa: E402
+from gfpgan_jax.inference.detection import FaceDetector  # noqa: E402
+from gfpgan_jax.inference.parsing import FaceParser  # noqa: E402
+from gfpgan_jax.inference.pipeline import ImageRestorer  # noqa: E402
+from gfpgan_jax.inference.restorer import FaceRestorer  # noqa: E402
 
 # Grace Hopper's face (eyes, nose, mouth corners) and a made-up second one, in the full-size portrait.
 LANDMARKS = np.float32([[[226, 197], [305, 195], [263, 245], [238, 276], [290, 275]],

@@ -12,7 +12,7 @@ import matplotlib.cbook
 import numpy as np
 import skimage.data
 
-from gfpgan_jax.alignment import align_faces
+from gfpgan_jax.inference.alignment import align_faces
 
 HERE = os.path.dirname(__file__)
 PORTRAITS = {  # BGR photo, and its face's eye centres, nose tip and mouth corners

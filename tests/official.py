@@ -78,7 +78,7 @@ _import_torchvision()
 _alias_functional_tensor()
 _stand_in_fused_act_ext()
 
-from basicsr.archs import stylegan2_arch  # noqa: E402
+from basicsr.archs import stylegan2_arch  # noqa: E402,F401
 from basicsr.ops import fused_act  # noqa: E402
 
 fused_act.fused_act_ext = sys.modules['basicsr.ops.fused_act.fused_act_ext']

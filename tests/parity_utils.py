@@ -54,7 +54,7 @@ def bf16_psnr(config, variables, images):
     import jax
     import jax.numpy as jnp
 
-    from gfpgan_jax.architecture import build_model
+    from gfpgan_jax.models.generator import build_model
 
     def uint8_faces(dtype):
         out = jax.jit(lambda v, x: build_model(config, dtype).apply(v, x, noise='fixed'))(variables, images)

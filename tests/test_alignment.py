@@ -6,7 +6,7 @@ import pytest
 
 import official  # noqa: F401  (facexlib imports torchvision)
 from facexlib.utils import face_restoration_helper as facexlib_helper
-from gfpgan_jax import alignment
+from gfpgan_jax.inference import alignment
 from parity_utils import FixedDetector
 
 

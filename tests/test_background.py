@@ -22,8 +22,9 @@ import official  # noqa: F401  (before basicsr and realesrgan)
 from basicsr.archs import rrdbnet_arch
 from realesrgan.utils import RealESRGANer
 
-from gfpgan_jax.background import BackgroundUpsampler, convert_rrdbnet, tile_spans
-from gfpgan_jax.convert.torch_modules import ConversionError, convert, variable_shapes
+from gfpgan_jax.convert.rrdbnet import convert_rrdbnet
+from gfpgan_jax.inference.background import BackgroundUpsampler, tile_spans
+from gfpgan_jax.convert.strict import ConversionError, convert, variable_shapes
 from gfpgan_jax.models import rrdbnet
 from parity_utils import max_abs, nhwc, randomize, state_dict_numpy
 
@@ -176,5 +177,5 @@ def test_conversion_detects_options_and_is_strict():
 
 
 def test_library_does_not_import_torch():
-    code = 'import sys, gfpgan_jax.background; assert "torch" not in sys.modules, "torch imported"'
+    code = 'import sys, gfpgan_jax.inference.background; assert "torch" not in sys.modules, "torch imported"'
     subprocess.run([sys.executable, '-c', code], check=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))

@@ -4,8 +4,8 @@ import importlib
 import pytest
 
 import official
-from gfpgan_jax import convert
-from gfpgan_jax.architecture import ModelConfig
+from gfpgan_jax.convert import generator as convert
+from gfpgan_jax.models.options import ModelConfig
 from parity_utils import state_dict_numpy
 
 # Class and channel multiplier of each architecture in the official inference script (-v 1: original, 1;

@@ -15,9 +15,9 @@ import torch
 import official
 from flax import traverse_util
 
-from gfpgan_jax import convert
-from gfpgan_jax.convert_cli import main
-from gfpgan_jax.weights import load_converted, load_weights
+from gfpgan_jax.convert import generator as convert
+from gfpgan_jax.cli.convert import main
+from gfpgan_jax.files.weights import load_converted, load_weights
 from parity_utils import randomize
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,11 @@ import torch
 import official
 from flax import traverse_util
 
-from gfpgan_jax import convert, download
-from gfpgan_jax.download import DownloadError, Release, fetch, pretrained_path
-from gfpgan_jax.restorer import FaceRestorer
-from gfpgan_jax.weights import load_converted
+from gfpgan_jax.convert import generator as convert
+from gfpgan_jax.files import releases as download
+from gfpgan_jax.files.releases import DownloadError, Release, fetch, pretrained_path
+from gfpgan_jax.inference.restorer import FaceRestorer
+from gfpgan_jax.files.weights import load_converted
 from parity_utils import randomize, state_dict_numpy
 
 SMALL = dict(out_size=32, num_style_feat=16, narrow=0.125, channel_multiplier=2, different_w=True, sft_half=True,

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 import official
 from flax import traverse_util
 
-from gfpgan_jax import convert
-from gfpgan_jax.architecture import build_model, trainable_mask
+from gfpgan_jax.convert import generator as convert
+from gfpgan_jax.models.generator import build_model, trainable_mask
 from gfpgan_jax.models import gfpgan_clean, stylegan2_clean
 from gfpgan_jax.ops import resample
 from parity_utils import bf16_psnr, example_faces, max_abs, nhwc, randomize, state_dict_numpy

@@ -10,8 +10,9 @@ import torch
 from flax import traverse_util
 from parity_utils import bf16_psnr, example_faces, max_abs, nhwc, randomize, state_dict_numpy, tame_rgb_heads
 
-from gfpgan_jax import convert
-from gfpgan_jax.architecture import ORIGINAL, ModelConfig, build_model
+from gfpgan_jax.convert import generator as convert
+from gfpgan_jax.models.generator import build_model
+from gfpgan_jax.models.options import ORIGINAL, ModelConfig
 from gfpgan_jax.convert import original
 from gfpgan_jax.models import gfpgan_v1, stylegan2
 from gfpgan_jax.ops import upfirdn2d

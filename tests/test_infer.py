@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import official
-from gfpgan_jax import infer_cli
-from gfpgan_jax.restorer import FaceRestorer
+from gfpgan_jax.cli import infer as infer_cli
+from gfpgan_jax.inference.restorer import FaceRestorer
 from parity_utils import FixedDetector, detection_rows, randomize, tame_rgb_heads
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'examples', 'aligned')

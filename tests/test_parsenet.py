@@ -17,9 +17,10 @@ import official  # noqa: F401  (mends the official packages' imports; before fac
 from facexlib.parsing import parsenet as official_parsenet
 from facexlib.utils import face_restoration_helper
 
-from gfpgan_jax.convert.torch_modules import ConversionError, convert, variable_shapes
+from gfpgan_jax.convert.strict import ConversionError, convert, variable_shapes
 from gfpgan_jax.models import parsenet
-from gfpgan_jax.parsing import FaceParser, convert_parsenet, to_parsenet_input
+from gfpgan_jax.convert.parsenet import convert_parsenet
+from gfpgan_jax.inference.parsing import FaceParser, to_parsenet_input
 from parity_utils import calibrate_batch_norms, max_abs, nhwc, randomize, state_dict_numpy
 
 LAYER_TOL = 1e-5

@@ -11,12 +11,13 @@ import official
 from facexlib.parsing.parsenet import ParseNet
 from facexlib.utils import face_restoration_helper as facexlib_helper
 from basicsr.archs.rrdbnet_arch import RRDBNet
-from gfpgan_jax import infer_cli, pipeline
-from gfpgan_jax.background import BackgroundUpsampler, convert_rrdbnet
+from gfpgan_jax.inference import batching, pipeline
+from gfpgan_jax.convert.rrdbnet import convert_rrdbnet
+from gfpgan_jax.inference.background import BackgroundUpsampler
 from gfpgan_jax.models import parsenet
-from gfpgan_jax.parsing import FaceParser
-from gfpgan_jax.pth import load_pth
-from gfpgan_jax.restorer import FaceRestorer
+from gfpgan_jax.inference.parsing import FaceParser
+from gfpgan_jax.files.pth import load_pth
+from gfpgan_jax.inference.restorer import FaceRestorer
 from parity_utils import FixedDetector, calibrate_batch_norms, detection_rows, randomize, state_dict_numpy
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'examples')
@@ -88,12 +89,12 @@ def test_whole_photo_equals_the_official(networks, monkeypatch):
 
 
 def test_batches_cover_any_face_count_with_few_shapes():
-    assert pipeline.batch_shapes(0, 8) == []
-    assert pipeline.batch_shapes(3, 8) == [4]
-    assert pipeline.batch_shapes(8, 8) == [8]
-    assert pipeline.batch_shapes(19, 8) == [8, 8, 4]
-    assert pipeline.batch_shapes(5, 6) == [6]
-    assert {size for count in range(1, 40) for size in pipeline.batch_shapes(count, 8)} == {1, 2, 4, 8}
+    assert batching.batch_shapes(0, 8) == []
+    assert batching.batch_shapes(3, 8) == [4]
+    assert batching.batch_shapes(8, 8) == [8]
+    assert batching.batch_shapes(19, 8) == [8, 8, 4]
+    assert batching.batch_shapes(5, 6) == [6]
+    assert {size for count in range(1, 40) for size in batching.batch_shapes(count, 8)} == {1, 2, 4, 8}
 
 
 def test_photo_modes_and_bad_input():

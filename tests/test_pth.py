@@ -1,4 +1,4 @@
-"""gfpgan_jax.pth against real torch: what load_pth reads, what it refuses, and what save_pth writes."""
+"""gfpgan_jax.files.pth against real torch: what load_pth reads, what it refuses, and what save_pth writes."""
 import collections
 import io
 import os
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from gfpgan_jax.fileio import atomic_write
-from gfpgan_jax.pth import CheckpointError, UnsafeCheckpointError, load_pth, save_pth, select_state_dict
+from gfpgan_jax.files.atomic import atomic_write
+from gfpgan_jax.files.pth import CheckpointError, UnsafeCheckpointError, load_pth, save_pth, select_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def _assert_same(ours, theirs):
 _LOAD_WITHOUT_TORCH = '''
 import pickle, sys
 sys.modules['torch'] = None  # from here on, importing torch (or any torch.*) raises ImportError
-from gfpgan_jax.pth import load_pth
+from gfpgan_jax.files.pth import load_pth
 loaded = [load_pth(path) for path in sys.argv[2:]]
 assert not [name for name, module in sys.modules.items() if name.startswith('torch') and module is not None]
 with open(sys.argv[1], 'wb') as out:

@@ -19,8 +19,9 @@ from facexlib.detection import retinaface as official_retinaface
 from facexlib.detection.retinaface_utils import py_cpu_nms
 from flax import traverse_util
 
-from gfpgan_jax import detection
-from gfpgan_jax.convert.torch_modules import ConversionError, convert, variable_shapes
+from gfpgan_jax.convert.retinaface import convert_retinaface
+from gfpgan_jax.inference import detection
+from gfpgan_jax.convert.strict import ConversionError, convert, variable_shapes
 from gfpgan_jax.models import retinaface
 from parity_utils import max_abs, nhwc, state_dict_numpy
 
@@ -218,9 +219,9 @@ def official_state(backbone):
 @pytest.mark.parametrize('backbone', BACKBONES)
 def test_conversion_detects_backbone_and_strips_module_prefix(backbone):
     state = official_state(backbone)
-    name, variables = detection.convert_retinaface(state)
+    name, variables = convert_retinaface(state)
     assert name == backbone
-    prefixed_name, prefixed = detection.convert_retinaface({'module.' + key: value for key, value in state.items()})
+    prefixed_name, prefixed = convert_retinaface({'module.' + key: value for key, value in state.items()})
     assert prefixed_name == backbone
     flat, flat_prefixed = traverse_util.flatten_dict(variables), traverse_util.flatten_dict(prefixed)
     assert flat.keys() == flat_prefixed.keys()
@@ -235,9 +236,9 @@ def test_conversion_is_strict():
     state['body.fc.weight'] = np.zeros((1000, 256), np.float32)
     with pytest.raises(ConversionError, match=r'^weights do not fit RetinaFace \(mobile0.25\): 1 missing: '
                        r'batch_stats/fpn/merge1_1/var; 1 unused: body.fc.weight$'):
-        detection.convert_retinaface(state)
+        convert_retinaface(state)
     with pytest.raises(ConversionError, match='not a RetinaFace state dict'):
-        detection.convert_retinaface({'conv.weight': np.zeros((1, 1, 1, 1), np.float32)})
+        convert_retinaface({'conv.weight': np.zeros((1, 1, 1, 1), np.float32)})
 
 
 def test_from_checkpoint(tmp_path):

@@ -2,7 +2,7 @@
 import re
 
 from gfpgan_jax.convert.shapes import generator_options
-from gfpgan_jax.architecture import CLEAN, ModelConfig
+from gfpgan_jax.models.options import CLEAN, ModelConfig
 
 # nn.Sequential indices in the official keys; ours are named.
 _MLP_TORCH = re.compile(r'style_mlp\.(\d+)\.')  # Linear at 1, 3, 5, ... after NormStyleCode

@@ -2,7 +2,7 @@
 import re
 
 from gfpgan_jax.convert.shapes import generator_options
-from gfpgan_jax.architecture import ORIGINAL, ModelConfig
+from gfpgan_jax.models.options import ORIGINAL, ModelConfig
 
 # nn.Sequential indices in the official keys; ours are named. A ConvLayer is (blur,) conv, activation: the
 # parameterless blur shifts the indices of the ResBlock's two downsampling layers by one.

@@ -1,6 +1,8 @@
 """Constructor options that both official layouts reveal through the same tensor names and shapes."""
 import re
 
+from gfpgan_jax.models.style import num_latents
+
 
 def generator_options(state):
     """out_size, num_style_feat, channel_multiplier, num_mlp, different_w, narrow and sft_half of a GFPGAN state
@@ -13,7 +15,7 @@ def generator_options(state):
     if out_size >= 64:  # below 64 px the multiplier shapes no tensor
         c64 = state['stylegan_decoder.to_rgbs.3.modulated_conv.weight'].shape[2]
         channel_multiplier = round(c64 / (256 * narrow))
-    num_latent = 2 * (num_levels + 2) - 2
+    num_latent = num_latents(out_size)
     unet_c8 = state['condition_scale.0.0.weight'].shape[0]
     return dict(
         out_size=out_size, num_style_feat=num_style_feat, channel_multiplier=channel_multiplier, narrow=narrow,

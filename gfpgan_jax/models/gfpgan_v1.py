@@ -1,19 +1,24 @@
 """GFPGANv1: the original GFP-GAN (paper, release v1), a U-Net of equalised-lr layers steering the original
 StyleGAN2 decoder through spatial feature transforms."""
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gfpgan_jax.models import style, unet
+from gfpgan_jax.models import unet
+from gfpgan_jax.models.layers import Dtype, wide_dtype
+from gfpgan_jax.models.options import ORIGINAL, RESAMPLE_KERNEL, ModelConfig
 from gfpgan_jax.models.outputs import Restoration
-from gfpgan_jax.models.stylegan2 import (RESAMPLE_KERNEL, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                                         StyleGAN2Generator, equalized_conv, scaled_leaky_relu)
+from gfpgan_jax.models.stylegan2 import (
+    EqualConv2d,
+    EqualLinear,
+    FusedLeakyReLU,
+    StyleGAN2Generator,
+    equalized_conv,
+    scaled_leaky_relu,
+)
 from gfpgan_jax.ops.resample import upsample_bilinear_2x
 from gfpgan_jax.ops.upfirdn2d import blur_before_downsample
-
-Dtype = Any
 
 
 class ConvLayer(nn.Module):
@@ -99,31 +104,23 @@ class SFTBranch(nn.Module):
 
 
 class GFPGANv1(nn.Module):
-    """GFP-GAN with the original StyleGAN2 decoder. Options and defaults as the official class.
+    """GFP-GAN with the original StyleGAN2 decoder, built as `config` describes (its `arch` is not read).
 
     `fix_decoder` and `decoder_load_path` are training matters (an optimizer mask, see
-    `gfpgan_jax.architecture.trainable_mask`, and a checkpoint merge) and so not fields here.
+    `gfpgan_jax.models.generator.trainable_mask`, and a checkpoint merge) and so not fields here.
     Input (b, s, s, 3) in [-1, 1]; returns a `Restoration`.
 
     With `different_w` and not `input_is_latent`, the style MLP adds its biases per feature here; the official
     fused activation would lay them along the latent axis instead (it fails on the CPU, misindexes on CUDA).
     """
-    out_size: int
-    num_style_feat: int = 512
-    channel_multiplier: int = 1
-    num_mlp: int = 8
-    input_is_latent: bool = False
-    different_w: bool = False
-    narrow: float = 1.0
-    sft_half: bool = False
-    lr_mlp: float = 0.01
-    resample_kernel: tuple = RESAMPLE_KERNEL
+    config: ModelConfig = ModelConfig(arch=ORIGINAL, channel_multiplier=1)
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, noise='random'):
-        dtype, taps = self.dtype, self.resample_kernel
-        style_code, conditions, rgbs = unet.degradation_removal(self, x, unet.UNetLayers(
+        c = self.config
+        dtype, taps = self.dtype, c.resample_kernel
+        style_code, conditions, rgbs = unet.degradation_removal(self, c, x, unet.UNetLayers(
             first=lambda name, c: ConvLayer(c, 1, dtype=dtype, name=name),
             down=lambda name, c: ResBlock(c, resample_kernel=taps, dtype=dtype, name=name),
             final=lambda name, c: ConvLayer(c, 3, dtype=dtype, name=name),
@@ -133,7 +130,7 @@ class GFPGANv1(nn.Module):
             sft_shift=lambda name, c: SFTBranch(c, dtype=dtype, name=name),
             to_rgb=lambda name, c: EqualConv2d(c, 1, dtype=dtype, name=name)))
         decoder = StyleGAN2Generator(
-            self.out_size, self.num_style_feat, self.num_mlp, self.channel_multiplier, taps, self.lr_mlp,
-            self.narrow, self.sft_half, dtype=dtype, name='stylegan_decoder')
-        image, latent = decoder(style_code, conditions, input_is_latent=self.input_is_latent, noise=noise)
-        return Restoration(image.astype(style.wide_dtype(dtype)), rgbs, latent)
+            c.out_size, c.num_style_feat, c.num_mlp, c.channel_multiplier, taps, c.lr_mlp, c.narrow, c.sft_half,
+            dtype=dtype, name='stylegan_decoder')
+        image, latent = decoder(style_code, conditions, input_is_latent=c.input_is_latent, noise=noise)
+        return Restoration(image.astype(wide_dtype(dtype)), rgbs, latent)

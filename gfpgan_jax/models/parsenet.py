@@ -1,24 +1,22 @@
 """ParseNet (facexlib, from PSFRGAN): the face-parsing network whose parse maps give the official pipeline its
 soft paste-back masks. NHWC; modules are named after the official state-dict keys (`encoder.1.conv1.conv2d` is
-`encoder_1/conv1/conv2d`), so that `gfpgan_jax.parsing.convert_parsenet` converts by name alone.
+`encoder_1/conv1/conv2d`), so that `gfpgan_jax.inference.parsing.convert_parsenet` converts by name alone.
 """
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gfpgan_jax.models.style import wide_dtype
+from gfpgan_jax.models.layers import LEAKY_SLOPE, Dtype, wide_dtype
 
-Dtype = Any
 # torch's defaults for its normalisation layers and for F.normalize.
 NORM_EPS = 1e-5
 PIXEL_NORM_EPS = 1e-12
 GROUPS = 32
-LEAKY_SLOPE = 0.2
 PRELU_INIT = 0.25
 # Which of a residual block's two convs changes the resolution: the second halves it, the first doubles it.
 BLOCK_SCALES = {'down': ('none', 'down'), 'up': ('up', 'none'), 'none': ('none', 'none')}

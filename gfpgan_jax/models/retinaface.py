@@ -2,15 +2,13 @@
 
 NHWC, with modules named after the torch state-dict keys (`body.layer2.0.conv1` is `body/layer2_0/conv1`, and a
 torch `nn.Sequential` of conv and BatchNorm at `fpn.output1` is `fpn/output1_0` and `fpn/output1_1`), so that
-`gfpgan_jax.convert.torch_modules.convert` maps the checkpoints one to one.
+`gfpgan_jax.convert.strict.convert` maps the checkpoints one to one.
 """
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-Dtype = Any
+from gfpgan_jax.models.layers import Dtype, conv
 
 BN_EPS = 1e-5
 ANCHORS_PER_PIXEL = 2
@@ -28,9 +26,7 @@ MOBILENET_STEM = 8
 
 
 def _conv(features, kernel_size, name, dtype, stride=1, groups=1, use_bias=False):
-    pad = kernel_size // 2
-    return nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad), (pad, pad)),
-                   feature_group_count=groups, use_bias=use_bias, dtype=dtype, name=name)
+    return conv(features, kernel_size, name, dtype, stride=stride, groups=groups, use_bias=use_bias)
 
 
 def _bn(name, dtype):
@@ -162,7 +158,7 @@ class RetinaFace(nn.Module):
 
     Input (b, h, w, 3): BGR pixels in [0, 255] less the mean (104, 117, 123). Returns float32 box offsets
     (b, n, 4), class probabilities (b, n, 2) (column 1: face) and landmark offsets (b, n, 10) for the n prior boxes
-    of `gfpgan_jax.detection.prior_boxes`.
+    of `gfpgan_jax.inference.detection.prior_boxes`.
     """
     backbone: str = 'resnet50'
     dtype: Dtype = jnp.float32

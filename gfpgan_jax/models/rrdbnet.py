@@ -3,19 +3,17 @@
 Scales 2 and 1 fold the image into channels first (pixel-unshuffle by 2 or 4), so that every scale runs the same
 trunk and the same two nearest x2 upsampling stages.
 """
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
+from gfpgan_jax.models.layers import LEAKY_SLOPE, Dtype, conv
 
 # How far scales 2 and 1 fold the image into channels so that the two x2 stages end at the wanted scale.
 UNSHUFFLE_FACTORS = {4: 1, 2: 2, 1: 4}
 
 
 def _conv(features, name, dtype):
-    return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name=name)
+    return conv(features, 3, name, dtype)
 
 
 def pixel_unshuffle(x, factor):
@@ -41,7 +39,7 @@ class ResidualDenseBlock(nn.Module):
         features = [x]
         for index in range(1, 5):
             grown = _conv(self.num_grow_ch, f'conv{index}', self.dtype)(jnp.concatenate(features, axis=-1))
-            features.append(nn.leaky_relu(grown, 0.2))
+            features.append(nn.leaky_relu(grown, LEAKY_SLOPE))
         out = _conv(self.num_feat, 'conv5', self.dtype)(jnp.concatenate(features, axis=-1))
         return out * 0.2 + x
 
@@ -84,6 +82,6 @@ class RRDBNet(nn.Module):
             trunk = RRDB(self.num_feat, self.num_grow_ch, self.dtype, name=f'body_{index}')(trunk)
         feat = feat + _conv(self.num_feat, 'conv_body', self.dtype)(trunk)
         for name in ('conv_up1', 'conv_up2'):
-            feat = nn.leaky_relu(_conv(self.num_feat, name, self.dtype)(upsample_nearest_2x(feat)), 0.2)
-        feat = nn.leaky_relu(_conv(self.num_feat, 'conv_hr', self.dtype)(feat), 0.2)
+            feat = nn.leaky_relu(_conv(self.num_feat, name, self.dtype)(upsample_nearest_2x(feat)), LEAKY_SLOPE)
+        feat = nn.leaky_relu(_conv(self.num_feat, 'conv_hr', self.dtype)(feat), LEAKY_SLOPE)
         return _conv(self.num_out_ch, 'conv_last', self.dtype)(feat)

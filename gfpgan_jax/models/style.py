@@ -1,13 +1,16 @@
 """Pieces of the StyleGAN2 decoders that do not depend on how convolutions are parameterised."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from gfpgan_jax.models.layers import wide_dtype
 
 NOISE_MODES = ('random', 'fixed', 'none')
 
 
-def wide_dtype(dtype):
-    """Where style codes and outputs live: at least fp32 (bf16 compute keeps them fp32, fp64 stays fp64)."""
-    return jnp.promote_types(dtype, jnp.float32)
+def num_latents(out_size):
+    """Latent codes a decoder of `out_size` takes: one per style conv and ToRGB layer that reads a new one."""
+    return 2 * (out_size.bit_length() - 1) - 2
 
 
 def stylegan_channels(channel_multiplier, narrow):
@@ -61,6 +64,23 @@ def declare_noise_buffers(module, out_size):
             module.make_rng('params'), (1, r, r, 1), jnp.float32))
 
 
+def inject_noise(module, out, noise):
+    """A style conv's noise term: its learned strength (the parameter 'weight', as the checkpoints name it) times
+    the noise image; nothing when noise is off."""
+    strength = module.param('weight', nn.initializers.zeros, (1,))
+    return out if noise is None else out + strength.astype(out.dtype) * noise
+
+
+def accumulate_rgb(module, rgb, skip):
+    """A ToRGB layer's output: its level's RGB plus bias, added to the image so far (`skip`, at this level's size).
+
+    The image accumulates over every level: it is kept at least fp32, so that bf16 rounds each level's contribution
+    once instead of the running sum at each level.
+    """
+    out = rgb.astype(wide_dtype(module.dtype)) + module.param('bias', nn.initializers.zeros, (1, 1, 1, 3))
+    return out if skip is None else out + skip
+
+
 def sft_split(out, scale, shift, half):
     """Spatial feature transform. With `half`, only the second half of the channels is modulated."""
     if not half:
@@ -69,7 +89,7 @@ def sft_split(out, scale, shift, half):
     return jnp.concatenate([keep, modulated * scale + shift], axis=-1)
 
 
-def latents_from_styles(module, styles, input_is_latent, mlp_layers, num_latent):
+def latents_from_styles(module, styles, input_is_latent, mlp_layers):
     """Per-layer latents (b, num_latent, f) from a style code, through the style MLP unless `input_is_latent`.
 
     The official checkpoints hold the MLP even where latents bypass it, so it is still built when initialising.
@@ -84,7 +104,7 @@ def latents_from_styles(module, styles, input_is_latent, mlp_layers, num_latent)
         styles = map_style(styles)
     elif module.is_initializing():
         map_style(styles)
-    return broadcast_latent(styles, num_latent)
+    return broadcast_latent(styles, num_latents(module.out_size))
 
 
 def synthesize(module, latent, conditions, noise, channels, const, style_conv, to_rgb):

@@ -6,19 +6,17 @@ Names follow the official state-dict keys (`style_convs_0/modulated_conv/kernel`
 `style_convs.0.modulated_conv.weight`).
 """
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gfpgan_jax.models import style
+from gfpgan_jax.models.layers import LEAKY_SLOPE, Dtype, wide_dtype
+from gfpgan_jax.models.options import RESAMPLE_KERNEL
 from gfpgan_jax.models.stylegan2_clean import ConstantInput, modulate_and_convolve
 from gfpgan_jax.ops.upfirdn2d import blur_after_upsample, upsample_fir
-
-Dtype = Any
-RESAMPLE_KERNEL = (1, 3, 3, 1)
-LEAKY_SLOPE = 0.2
 
 
 def scaled_leaky_relu(x):
@@ -106,7 +104,7 @@ class ModulatedConv2d(nn.Module):
     def __call__(self, x, latent):
         in_channels = x.shape[-1]
         k = self.kernel_size
-        styles = EqualLinear(in_channels, bias_init=1.0, dtype=style.wide_dtype(self.dtype),
+        styles = EqualLinear(in_channels, bias_init=1.0, dtype=wide_dtype(self.dtype),
                              name='modulation')(latent)
         kernel = self.param('kernel', nn.initializers.normal(1.0), (k, k, in_channels, self.out_channels))
         kernel = kernel / math.sqrt(in_channels * k * k)
@@ -138,10 +136,7 @@ class StyleConv(nn.Module):
     def __call__(self, x, latent, noise):
         out = ModulatedConv2d(self.out_channels, 3, upsample=self.upsample, resample_kernel=self.resample_kernel,
                               dtype=self.dtype, name='modulated_conv')(x, latent)
-        noise_strength = self.param('weight', nn.initializers.zeros, (1,))
-        if noise is not None:
-            out = out + noise_strength.astype(out.dtype) * noise
-        return FusedLeakyReLU(name='activate')(out)
+        return FusedLeakyReLU(name='activate')(style.inject_noise(self, out, noise))
 
 
 class ToRGB(nn.Module):
@@ -152,14 +147,10 @@ class ToRGB(nn.Module):
 
     @nn.compact
     def __call__(self, x, latent, skip=None):
-        # The image accumulates over every level: keep it at least fp32 so that bf16 rounds each level's
-        # contribution once instead of the running sum at each level.
-        out = ModulatedConv2d(3, 1, demodulate=False, dtype=self.dtype, name='modulated_conv')(x, latent)
-        out = out.astype(style.wide_dtype(self.dtype))
-        out = out + self.param('bias', nn.initializers.zeros, (1, 1, 1, 3))
-        if skip is not None:
-            out = out + (upsample_fir(skip, self.resample_kernel) if self.upsample_skip else skip)
-        return out
+        rgb = ModulatedConv2d(3, 1, demodulate=False, dtype=self.dtype, name='modulated_conv')(x, latent)
+        if skip is not None and self.upsample_skip:
+            skip = upsample_fir(skip, self.resample_kernel)
+        return style.accumulate_rgb(self, rgb, skip)
 
 
 class StyleGAN2Generator(nn.Module):
@@ -178,16 +169,12 @@ class StyleGAN2Generator(nn.Module):
     sft_half: bool = False
     dtype: Dtype = jnp.float32
 
-    @property
-    def num_latent(self):
-        return 2 * int(math.log2(self.out_size)) - 2
-
     @nn.compact
     def __call__(self, styles, conditions: Sequence = (), input_is_latent=False, noise='random'):
         mlp = [EqualLinear(self.num_style_feat, lr_mul=self.lr_mlp, fused_lrelu=True,
-                           dtype=style.wide_dtype(self.dtype), name=f'style_mlp_{i}')
+                           dtype=wide_dtype(self.dtype), name=f'style_mlp_{i}')
                for i in range(self.num_mlp)]
-        latent = style.latents_from_styles(self, styles, input_is_latent, mlp, self.num_latent)
+        latent = style.latents_from_styles(self, styles, input_is_latent, mlp)
         channels = style.stylegan_channels(self.channel_multiplier, self.narrow)
         image = style.synthesize(
             self, latent, conditions, noise, channels,

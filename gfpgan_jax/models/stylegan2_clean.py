@@ -4,16 +4,15 @@ Submodule and parameter names follow the official checkpoints (`style_convs_0/mo
 `style_convs.0.modulated_conv.weight`) so that weight conversion is a mechanical renaming.
 """
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gfpgan_jax.models import style
+from gfpgan_jax.models.layers import LEAKY_SLOPE, Dtype
 from gfpgan_jax.ops.resample import upsample_bilinear_2x
-
-Dtype = Any
 
 
 def same_conv(x, kernel):
@@ -79,11 +78,9 @@ class StyleConv(nn.Module):
                             name='modulated_conv')(x, latent)
         # The sqrt(2) gain keeps activations at the scale of the original, equalised-lr StyleGAN2.
         out = out * math.sqrt(2)
-        noise_strength = self.param('weight', nn.initializers.zeros, (1,))
-        if noise is not None:
-            out = out + noise_strength.astype(out.dtype) * noise
+        out = style.inject_noise(self, out, noise)
         out = out + self.param('bias', nn.initializers.zeros, (1, 1, 1, self.out_channels)).astype(out.dtype)
-        return nn.leaky_relu(out, 0.2)
+        return nn.leaky_relu(out, LEAKY_SLOPE)
 
 
 class ToRGB(nn.Module):
@@ -92,14 +89,10 @@ class ToRGB(nn.Module):
 
     @nn.compact
     def __call__(self, x, latent, skip=None):
-        # The image accumulates over every level: keep it at least fp32 so that bf16 rounds each level's
-        # contribution once instead of the running sum at each level.
-        out = ModulatedConv(3, 1, demodulate=False, dtype=self.dtype, name='modulated_conv')(x, latent)
-        out = out.astype(style.wide_dtype(self.dtype))
-        out = out + self.param('bias', nn.initializers.zeros, (1, 1, 1, 3))
-        if skip is not None:
-            out = out + (upsample_bilinear_2x(skip) if self.upsample_skip else skip)
-        return out
+        rgb = ModulatedConv(3, 1, demodulate=False, dtype=self.dtype, name='modulated_conv')(x, latent)
+        if skip is not None and self.upsample_skip:
+            skip = upsample_bilinear_2x(skip)
+        return style.accumulate_rgb(self, rgb, skip)
 
 
 class ConstantInput(nn.Module):
@@ -127,17 +120,13 @@ class StyleGAN2GeneratorClean(nn.Module):
     sft_half: bool = False
     dtype: Dtype = jnp.float32
 
-    @property
-    def num_latent(self):
-        return 2 * int(math.log2(self.out_size)) - 2
-
     @nn.compact
     def __call__(self, styles, conditions: Sequence = (), input_is_latent=False, noise='random'):
         # He init for leaky ReLU (a=0.2), like the official's default_init_weights.
-        mlp_init = nn.initializers.variance_scaling(2 / (1 + 0.2 ** 2), 'fan_in', 'normal')
+        mlp_init = nn.initializers.variance_scaling(2 / (1 + LEAKY_SLOPE ** 2), 'fan_in', 'normal')
         mlp = [nn.Dense(self.num_style_feat, kernel_init=mlp_init, name=f'style_mlp_{i}') for i in range(self.num_mlp)]
         latent = style.latents_from_styles(
-            self, styles, input_is_latent, [lambda z, d=d: nn.leaky_relu(d(z), 0.2) for d in mlp], self.num_latent)
+            self, styles, input_is_latent, [lambda z, d=d: nn.leaky_relu(d(z), LEAKY_SLOPE) for d in mlp])
         channels = style.stylegan_channels(self.channel_multiplier, self.narrow)
         image = style.synthesize(
             self, latent, conditions, noise, channels,

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Callable
 
 from gfpgan_jax.models import style
+from gfpgan_jax.models.layers import wide_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +23,13 @@ class UNetLayers:
     to_rgb: Callable  # 1x1 to the intermediate RGB image
 
 
-def degradation_removal(module, x, layers: UNetLayers):
-    """(style_code, conditions, rgbs) for the decoder; `module` carries the GFPGAN options and dtype."""
-    log_size = module.out_size.bit_length() - 1
-    channels = style.stylegan_channels(module.channel_multiplier, module.narrow * 0.5)
-    wide = style.wide_dtype(module.dtype)
+def degradation_removal(module, config, x, layers: UNetLayers):
+    """(style_code, conditions, rgbs) for the decoder; `config` holds the GFPGAN options, `module` the dtype."""
+    log_size = config.out_size.bit_length() - 1
+    channels = style.stylegan_channels(config.channel_multiplier, config.narrow * 0.5)
+    wide = wide_dtype(module.dtype)
 
-    feat = layers.first('conv_body_first', channels[module.out_size])(x.astype(module.dtype))
+    feat = layers.first('conv_body_first', channels[config.out_size])(x.astype(module.dtype))
     unet_skips = []
     for i, log_res in enumerate(range(log_size, 2, -1)):
         feat = layers.down(f'conv_body_down_{i}', channels[2 ** (log_res - 1)])(feat)
@@ -37,17 +38,17 @@ def degradation_removal(module, x, layers: UNetLayers):
 
     # Flatten channel-major, as the official does on NCHW, so the linear layer's weights carry over as is.
     flat = feat.transpose(0, 3, 1, 2).reshape(feat.shape[0], -1)
-    num_latent = 2 * log_size - 2
-    code_width = module.num_style_feat * (num_latent if module.different_w else 1)
+    num_latent = style.num_latents(config.out_size)
+    code_width = config.num_style_feat * (num_latent if config.different_w else 1)
     style_code = layers.linear('final_linear', code_width)(flat).astype(wide)
-    if module.different_w:
-        style_code = style_code.reshape(style_code.shape[0], num_latent, module.num_style_feat)
+    if config.different_w:
+        style_code = style_code.reshape(style_code.shape[0], num_latent, config.num_style_feat)
 
     conditions, rgbs = [], []
     for i, log_res in enumerate(range(3, log_size + 1)):
         out_channels = channels[2 ** log_res]
         # With sft_half the conditions cover half of the decoder's channels, which are twice the U-Net's.
-        sft_channels = out_channels if module.sft_half else 2 * out_channels
+        sft_channels = out_channels if config.sft_half else 2 * out_channels
         feat = layers.up(f'conv_body_up_{i}', out_channels)(feat + unet_skips[-1 - i])
         conditions.append(layers.sft_scale(f'condition_scale_{i}', sft_channels)(feat))
         conditions.append(layers.sft_shift(f'condition_shift_{i}', sft_channels)(feat))

@@ -10,10 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gfpgan_jax.convert.torch_modules import ConversionError, convert, variable_shapes
-from gfpgan_jax.download import helper_weights_path
+from gfpgan_jax.convert.retinaface import convert_retinaface
+from gfpgan_jax.inference.loading import FromOfficialWeights
 from gfpgan_jax.models.retinaface import RetinaFace
-from gfpgan_jax.pth import load_pth, select_state_dict
 
 # facexlib's cfg_re50 / cfg_mnet (the two agree on all of these).
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -22,8 +21,6 @@ VARIANCES = (0.1, 0.2)
 MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
 # Without `use_origin_size`, the shorter side is scaled to TARGET_SIZE unless the longer would pass MAX_SIZE.
 TARGET_SIZE, MAX_SIZE = 1600, 2150
-# For each backbone, a key that only its state dicts have.
-BACKBONE_KEYS = {'resnet50': 'body.layer1.0.conv1.weight', 'mobile0.25': 'body.stage1.0.0.weight'}
 
 
 def prior_boxes(height, width):
@@ -102,27 +99,14 @@ def preprocess(image_bgr, use_origin_size=True):
     return (image - MEAN_BGR)[None], scale
 
 
-def detect_backbone(state):
-    for backbone, key in BACKBONE_KEYS.items():
-        if key in state:
-            return backbone
-    raise ConversionError(f'not a RetinaFace state dict: it has none of {", ".join(BACKBONE_KEYS.values())}')
-
-
-def convert_retinaface(state):
-    """(backbone, Flax variables) from a facexlib RetinaFace state dict ({key: numpy array}), strictly; keys may
-    carry the 'module.' prefix of the official files."""
-    state = {key.removeprefix('module.'): value for key, value in state.items()}
-    backbone = detect_backbone(state)
-    shapes = variable_shapes(RetinaFace(backbone), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-    return backbone, convert(state, shapes, what=f'RetinaFace ({backbone})')
-
-
-class FaceDetector:
+class FaceDetector(FromOfficialWeights):
     """RetinaFace with its weights; the network compiles once per input shape.
 
-    dtype: the network's compute dtype (parameters stay float32).
+    dtype: the network's compute dtype (parameters stay float32). `from_checkpoint` takes facexlib's
+    detection_Resnet50_Final.pth or detection_mobilenet0.25_Final.pth; `from_pretrained` is the ResNet50 one, the
+    official pipeline's detector.
     """
+    RELEASE = 'detection_Resnet50_Final'
 
     def __init__(self, backbone, variables, *, dtype=jnp.float32):
         self.backbone = backbone
@@ -133,16 +117,6 @@ class FaceDetector:
     @classmethod
     def from_state_dict(cls, state, **kwargs):
         return cls(*convert_retinaface(state), **kwargs)
-
-    @classmethod
-    def from_checkpoint(cls, path, **kwargs):
-        """From facexlib's detection_Resnet50_Final.pth or detection_mobilenet0.25_Final.pth (torch not needed)."""
-        return cls.from_state_dict(select_state_dict(load_pth(path), str(path)), **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, **kwargs):
-        """facexlib's RetinaFace ResNet50, the official pipeline's detector, downloaded on first use."""
-        return cls.from_checkpoint(helper_weights_path('detection_Resnet50_Final'), **kwargs)
 
     def network_outputs(self, inputs):
         """The network's (box offsets, class probabilities, landmark offsets) as numpy, for inputs as `preprocess`

@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gfpgan_jax import alignment
+from gfpgan_jax.inference import alignment
+from gfpgan_jax.inference.batching import batch_shapes, pad_batch
 
 # GFPGANer keeps only confident detections.
 DETECTION_THRESHOLD = 0.97
@@ -29,16 +30,6 @@ def as_bgr(image):
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f'expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}')
     return np.ascontiguousarray(image[:, :, :3])
-
-
-def batch_shapes(count, batch_size):
-    """Batch sizes that cover `count` faces: full batches, then the remainder padded to a power of two, so that
-    any number of faces compiles at most log2(batch_size) + 1 programs."""
-    full, rest = divmod(count, batch_size)
-    sizes = [batch_size] * full
-    if rest:
-        sizes.append(min(batch_size, 1 << (rest - 1).bit_length()))
-    return sizes
 
 
 class ImageRestorer:
@@ -76,9 +67,8 @@ class ImageRestorer:
         restored, start = [], 0
         for size in batch_shapes(len(crops), self.batch_size):
             chunk = crops[start:start + size][..., ::-1]  # BGR -> RGB
-            padding = np.zeros((size - len(chunk),) + chunk.shape[1:], np.uint8)
             indices = np.arange(self._next_face, self._next_face + size)
-            faces = self.faces.restore(np.concatenate([chunk, padding]), indices)[:len(chunk)]
+            faces = self.faces.restore(pad_batch(chunk, size), indices)[:len(chunk)]
             restored.append(faces[..., ::-1])
             self._next_face += len(chunk)
             start += len(chunk)

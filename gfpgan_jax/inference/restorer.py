@@ -4,10 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from gfpgan_jax.architecture import build_model
-from gfpgan_jax.download import RELEASES, pretrained_path
+from gfpgan_jax.convert.generator import convert_state_dict, detect_config
+from gfpgan_jax.files.releases import RELEASES, pretrained_path
+from gfpgan_jax.files.weights import load_weights
+from gfpgan_jax.models.generator import build_model
 from gfpgan_jax.models.style import NOISE_MODES
-from gfpgan_jax.weights import load_weights
 
 
 def to_model_input(faces_uint8):
@@ -47,6 +48,11 @@ class FaceRestorer:
         # Jitted per instance: a jit on the method with `self` static would keep every restorer alive.
         self._restore_uint8 = jax.jit(self._restore_faces)
         self._forward = jax.jit(self._forward_pass)
+
+    @classmethod
+    def from_state_dict(cls, state, input_is_latent=True, **kwargs):
+        """From an official state dict of numpy arrays; the architecture is read off the tensors."""
+        return cls(*convert_state_dict(state, detect_config(state, input_is_latent=input_is_latent)), **kwargs)
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs):

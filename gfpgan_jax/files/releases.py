@@ -7,8 +7,8 @@ import urllib.request
 
 from tqdm import tqdm
 
-from gfpgan_jax.fileio import atomic_write
-from gfpgan_jax.weights import load_weights, save_converted
+from gfpgan_jax.files.atomic import atomic_write
+from gfpgan_jax.files.weights import load_weights, save_converted
 
 CHUNK = 1 << 20
 

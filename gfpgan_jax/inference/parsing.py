@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gfpgan_jax.convert.torch_modules import convert, variable_shapes
-from gfpgan_jax.download import helper_weights_path
+from gfpgan_jax.convert.parsenet import convert_parsenet
+from gfpgan_jax.inference.loading import FromOfficialWeights
 from gfpgan_jax.models.parsenet import ParseNet
-from gfpgan_jax.pth import load_pth
 
 PARSE_SIZE = 512  # the official parses every face at this size, whatever the face size
 # 255 for the classes the face is pasted with, 0 for those the photo keeps: background (0), neck (14) and cloth,
@@ -23,13 +22,6 @@ BLUR_KERNEL = (101, 101)
 BLUR_SIGMA = 11
 # The blurred mask is cut to zero this close to the face's edge, so no hard crop line shows in the photo.
 BORDER = 10
-
-
-def convert_parsenet(state, model=ParseNet()):
-    """Flax variables of `model` from an official ParseNet state dict ({torch key: numpy array}); strict: a
-    missing, unused or misshapen key raises `ConversionError`."""
-    shapes = variable_shapes(model, jax.ShapeDtypeStruct((1, model.in_size, model.in_size, 3), jnp.float32))
-    return convert(state, shapes, what='ParseNet')
 
 
 def to_parsenet_input(face):
@@ -53,12 +45,13 @@ def paste_mask_from_labels(labels, face_size):
     return cv2.resize(mask / 255.0, (face_size, face_size))
 
 
-class FaceParser:
+class FaceParser(FromOfficialWeights):
     """ParseNet with its weights, compiled once per input shape.
 
     model: the network's options (the official ones by default; `ParseNet(dtype=jnp.bfloat16)` for bf16
-    compute, though bf16 can flip the parse labels of near-tied pixels).
+    compute, though bf16 can flip the parse labels of near-tied pixels). The official file is parsing_parsenet.pth.
     """
+    RELEASE = 'parsing_parsenet'
 
     def __init__(self, variables, model=ParseNet()):
         self.model = model
@@ -72,16 +65,6 @@ class FaceParser:
     @classmethod
     def from_state_dict(cls, state, model=ParseNet()):
         return cls(convert_parsenet(state, model), model)
-
-    @classmethod
-    def from_checkpoint(cls, path, model=ParseNet()):
-        """From the official parsing_parsenet.pth (read without torch)."""
-        return cls.from_state_dict(load_pth(path), model)
-
-    @classmethod
-    def from_pretrained(cls, model=ParseNet()):
-        """The official weights, downloaded into the cache on first use."""
-        return cls.from_checkpoint(helper_weights_path('parsing_parsenet'), model)
 
     def apply(self, images):
         """The raw forward pass on RGB [-1, 1] float images (b, h, w, 3): a `Parsing` (logits, image)."""

@@ -2,7 +2,7 @@
 
 For models whose Flax modules are named after the torch keys (`body.0.conv` is `body_0/conv`): a conv or linear
 `weight` becomes our `kernel` (HWIO / (in, out)), a BatchNorm's `weight` our `scale`, its running statistics our
-'batch_stats' collection. The GFPGAN generators have their own rules in this package's __init__.
+'batch_stats' collection. The GFPGAN generators have their own rules in generator.py.
 """
 import re
 
@@ -41,7 +41,7 @@ def to_flax_array(array, path):
     return array
 
 
-def listing(what, items):
+def _listing(what, items):
     items = sorted(items)
     more = f' and {len(items) - _LIST_SHOWN} more' if len(items) > _LIST_SHOWN else ''
     return f'{len(items)} {what}: {", ".join(items[:_LIST_SHOWN])}{more}'
@@ -71,8 +71,13 @@ def convert(state, shapes, what='the model', rename=None, ignore=('num_batches_t
     flat, unused, mismatched = place(state, shapes, lambda key: flax_path(rename(key) if rename else key, shapes),
                                      to_flax_array)
     missing = ['/'.join(path) for path in shapes if path not in flat and path not in mismatched]
-    problems = [listing(name, items) for name, items in
-                (('missing', missing), ('unused', unused), ('with the wrong shape', mismatched.values())) if items]
+    raise_on_problems(what, missing, unused, mismatched.values())
+    return traverse_util.unflatten_dict(flat)
+
+
+def raise_on_problems(what, missing, unused, mismatched):
+    """ConversionError listing the missing, unused and misshapen tensors, if there are any."""
+    problems = [_listing(name, items) for name, items in
+                (('missing', missing), ('unused', unused), ('with the wrong shape', mismatched)) if items]
     if problems:
         raise ConversionError(f'weights do not fit {what}: ' + '; '.join(problems))
-    return traverse_util.unflatten_dict(flat)

@@ -12,10 +12,11 @@ import safetensors
 import safetensors.numpy
 from flax import traverse_util
 
-from gfpgan_jax import convert
-from gfpgan_jax.architecture import ModelConfig
-from gfpgan_jax.fileio import atomic_write
-from gfpgan_jax.pth import CheckpointError, load_pth, select_state_dict
+from gfpgan_jax.convert import generator
+from gfpgan_jax.convert.strict import ConversionError
+from gfpgan_jax.files.atomic import atomic_write
+from gfpgan_jax.files.pth import CheckpointError, load_pth, select_state_dict
+from gfpgan_jax.models.options import ModelConfig
 
 FORMAT = 'gfpgan-jax/1'
 TORCH_SUFFIXES = ('.pth', '.pt', '.ckpt', '.bin')
@@ -50,8 +51,8 @@ def load_converted(path, **overrides):
         raise CheckpointError(path, f'its architecture metadata is missing or malformed ({error!r})') from None
     variables = traverse_util.unflatten_dict(flat)
     try:
-        convert.check_variables(config, variables)
-    except convert.ConversionError as error:
+        generator.check_variables(config, variables)
+    except ConversionError as error:
         raise CheckpointError(path, str(error)) from None
     return config, variables
 
@@ -64,8 +65,8 @@ def load_weights(path, **overrides):
         return load_converted(path, **overrides)
     state = select_state_dict(load_pth(path), name=path)
     try:
-        return convert.convert_state_dict(state, convert.detect_config(state, **overrides))
-    except convert.ConversionError as error:
+        return generator.convert_state_dict(state, generator.detect_config(state, **overrides))
+    except ConversionError as error:
         raise CheckpointError(path, str(error)) from None
 
 

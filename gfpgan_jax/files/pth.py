@@ -22,7 +22,7 @@ from typing import NamedTuple
 import ml_dtypes
 import numpy as np
 
-from gfpgan_jax.fileio import atomic_write
+from gfpgan_jax.files.atomic import atomic_write
 
 # torch.save's format before torch 1.6 opens with a pickle of this number: a 10-byte LONG1 from protocol 2 on (after
 # the PROTO and FRAME opcodes), a decimal LONG before.

@@ -7,53 +7,15 @@ values. The network is compiled once per distinct tile shape instead: at most fo
 the inner ones, the last one, and the one before it when the last is shorter than tile_pad), so at most sixteen
 programs per image size.
 """
-import re
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gfpgan_jax.convert.torch_modules import ConversionError, convert, variable_shapes
-from gfpgan_jax.download import helper_weights_path
+from gfpgan_jax.convert.rrdbnet import convert_rrdbnet
+from gfpgan_jax.inference.loading import FromOfficialWeights
 from gfpgan_jax.models.rrdbnet import UNSHUFFLE_FACTORS, RRDBNet
-from gfpgan_jax.pth import load_pth, select_state_dict
-
-# conv_first's input channels per image channel -> scale: scales 2 and 1 fold 2x2 and 4x4 cells into channels.
-_SCALE_OF_FOLD = {factor * factor: scale for scale, factor in UNSHUFFLE_FACTORS.items()}
-_GROWTH_CONV = re.compile(r'body\.\d+\.rdb\d+\.conv[1-4]\.weight')
-_BLOCK = re.compile(r'body\.(\d+)\.')
-
-
-def _detect_options(state):
-    try:
-        first, last = state['conv_first.weight'], state['conv_last.weight']
-    except KeyError as error:
-        sample = ', '.join(sorted(state)[:4])
-        raise ConversionError(f'not an RRDBNet state dict: no {error.args[0]} (keys such as {sample})') from None
-    num_out_ch, in_channels = last.shape[0], first.shape[1]
-    # The image is taken to have as many channels as the output (as in every released Real-ESRGAN); otherwise
-    # 12 input channels could be a 3-channel image at scale 2 or a 12-channel one at scale 4.
-    fold, rest = divmod(in_channels, num_out_ch)
-    if rest or fold not in _SCALE_OF_FOLD:
-        raise ConversionError(f'conv_first takes {in_channels} channels, which is not 1, 4 or 16 times the '
-                              f'{num_out_ch} that conv_last gives')
-    blocks = [int(match.group(1)) for key in state if (match := _BLOCK.match(key))]
-    growth = [state[key].shape[0] for key in state if _GROWTH_CONV.fullmatch(key)]
-    return dict(num_in_ch=num_out_ch, num_out_ch=num_out_ch, scale=_SCALE_OF_FOLD[fold], num_feat=first.shape[0],
-                num_block=max(blocks) + 1 if blocks else 0, num_grow_ch=growth[0] if growth else 32)
-
-
-def convert_rrdbnet(checkpoint, name='checkpoint'):
-    """(options, variables) from an official RRDBNet checkpoint ('params_ema', else 'params', else the dict
-    itself): the RRDBNet constructor options read from key names and shapes, and its Flax variables, strictly (a
-    missing, unused or misshapen key raises ConversionError). `name` (the file, say) starts error messages."""
-    state = select_state_dict(checkpoint, name)
-    options = _detect_options(state)
-    factor = UNSHUFFLE_FACTORS[options['scale']]
-    image = jax.ShapeDtypeStruct((1, factor, factor, options['num_in_ch']), jnp.float32)
-    described = ', '.join(f'{key}={value}' for key, value in options.items())
-    return options, convert(state, variable_shapes(RRDBNet(**options), image), f'RRDBNet({described})')
 
 
 def tile_spans(length, tile, tile_pad):
@@ -64,15 +26,17 @@ def tile_spans(length, tile, tile_pad):
             for start in range(0, length, tile)]
 
 
-class BackgroundUpsampler:
+class BackgroundUpsampler(FromOfficialWeights):
     """Real-ESRGAN as the official RealESRGANer with `enhance(image, outscale)`; the defaults are those of
     GFPGAN's inference_gfpgan.py (tile 400, tile_pad 10, pre_pad 0).
 
     options, variables: from `convert_rrdbnet`. tile: tile side in input pixels, 0 for the whole image at once.
     tile_pad: context each tile sees beyond its own part. pre_pad: reflected rows and columns added at the bottom
     and right before upsampling and cut off after. dtype: jnp.float32 (the default), or jnp.bfloat16 for faster
-    accelerator inference (parameters stay fp32; the official uses fp16 on GPUs).
+    accelerator inference (parameters stay fp32; the official uses fp16 on GPUs). The official pipeline's file is
+    RealESRGAN_x2plus.pth.
     """
+    RELEASE = 'RealESRGAN_x2plus'
 
     def __init__(self, options, variables, *, tile=400, tile_pad=10, pre_pad=0, dtype=jnp.float32):
         self.options = dict(options)
@@ -86,14 +50,8 @@ class BackgroundUpsampler:
         self._network = jax.jit(lambda variables, x: model.apply(variables, x).astype(jnp.float32))
 
     @classmethod
-    def from_checkpoint(cls, path, **kwargs):
-        """From an official .pth (RealESRGAN_x2plus.pth, say); torch is not needed."""
-        return cls(*convert_rrdbnet(load_pth(path), name=path), **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, **kwargs):
-        """RealESRGAN_x2plus, the official pipeline's upsampler, downloaded on first use."""
-        return cls.from_checkpoint(helper_weights_path('RealESRGAN_x2plus'), **kwargs)
+    def from_state_dict(cls, state, **kwargs):
+        return cls(*convert_rrdbnet(state), **kwargs)
 
     def enhance(self, image, outscale=None):
         """What the official `enhance(image, outscale)[0]` gives: a BGR (h, w, 3), grey (h, w) or BGRA (h, w, 4)

@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from gfpgan_jax import convert
-from gfpgan_jax.pth import CheckpointError, save_pth
-from gfpgan_jax.weights import is_torch_checkpoint, load_converted, load_weights, save_converted
+from gfpgan_jax.convert import generator
+from gfpgan_jax.files.pth import CheckpointError, save_pth
+from gfpgan_jax.files.weights import is_torch_checkpoint, load_converted, load_weights, save_converted
 
 
 def parse_args(argv):
@@ -24,7 +24,7 @@ def main(argv=None):
     try:
         if is_torch_checkpoint(args.output):
             config, variables = load_converted(args.input)
-            save_pth(convert.export_state_dict(config, variables), args.output)
+            save_pth(generator.export_state_dict(config, variables), args.output)
         else:
             config, variables = load_weights(args.input, input_is_latent=args.input_is_latent)
             save_converted(args.output, config, variables)

@@ -11,15 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from gfpgan_jax.background import BackgroundUpsampler
-from gfpgan_jax.convert import ConversionError
-from gfpgan_jax.detection import FaceDetector
-from gfpgan_jax.download import RELEASES, DownloadError
-from gfpgan_jax.fileio import atomic_write
-from gfpgan_jax.parsing import FaceParser
-from gfpgan_jax.pipeline import ImageRestorer
-from gfpgan_jax.pth import CheckpointError
-from gfpgan_jax.restorer import FaceRestorer
+from gfpgan_jax.convert.strict import ConversionError
+from gfpgan_jax.files.atomic import atomic_write
+from gfpgan_jax.files.pth import CheckpointError
+from gfpgan_jax.files.releases import RELEASES, DownloadError
+from gfpgan_jax.inference.background import BackgroundUpsampler
+from gfpgan_jax.inference.batching import pad_batch
+from gfpgan_jax.inference.detection import FaceDetector
+from gfpgan_jax.inference.parsing import FaceParser
+from gfpgan_jax.inference.pipeline import ImageRestorer
+from gfpgan_jax.inference.restorer import FaceRestorer
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -166,13 +167,12 @@ def restore_aligned(restorer, paths, output, suffix, batch_size, io_threads=4):
             bar.update(len(errors))
             if faces:
                 stacked = np.stack([f for _, f in faces])[..., ::-1]  # BGR -> RGB
-                # A fixed batch shape keeps to one compiled program; padding rows are dropped after.
-                padding = np.zeros((batch_size - len(faces),) + stacked.shape[1:], np.uint8)
-                # Faces are numbered by their place in the input list, so that with random noise a face's
-                # result does not depend on --batch-size or on unreadable files beside it.
-                indices = [position[path] for path, _ in faces]
-                indices += indices[-1:] * len(padding)
-                restored = restorer.restore_async(np.concatenate([stacked, padding]), indices)[:len(faces)]
+                # A fixed batch shape keeps to one compiled program; padding rows are dropped after. Faces are
+                # numbered by their place in the input list, so that with random noise a face's result does not
+                # depend on --batch-size or on unreadable files beside it.
+                indices = np.array([position[path] for path, _ in faces])
+                restored = restorer.restore_async(pad_batch(stacked, batch_size),
+                                                  pad_batch(indices, batch_size))[:len(faces)]
                 writing.append((pool.submit(_save_batch, output, suffix, faces, restored), len(faces)))
             while writing and (writing[0][0].done() or len(writing) > 2):
                 future, count = writing.pop(0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gfpgan_jax.convert import torch_modules
+from gfpgan_jax.convert import strict as torch_modules
 from parity_utils import max_abs, nhwc
 
 
