@@ -1,0 +1,1 @@
+"""GFPGAN training in JAX: the official objective, optimizers and training step."""
