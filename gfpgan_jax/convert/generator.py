@@ -116,3 +116,27 @@ def export_state_dict(config: ModelConfig, variables):
     layout = _layout(config)
     return {torch_key(path, layout): np.ascontiguousarray(to_torch_array(np.asarray(array), path))
             for path, array in traverse_util.flatten_dict(dict(variables)).items()}
+
+
+DECODER = 'stylegan_decoder'
+
+
+def load_decoder(config: ModelConfig, variables, state):
+    """`variables` (ours, for `config`) with the StyleGAN2 decoder's parameters and stored noise taken from
+    `state`, a StyleGAN2 generator state dict of the official layout (for GFPGANv1, the `params_ema` of
+    StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth): the official `decoder_load_path`. Strict both ways: every
+    decoder variable must be filled and every tensor used, with matching shapes."""
+    check_variables(config, variables)
+    layout = _layout(config)
+    # Checked to be exactly our model's, the variables give the decoder's shapes without tracing the model again.
+    merged = traverse_util.flatten_dict(dict(variables))
+    prefix = DECODER + '.'
+    decoder_shapes = {path: array.shape for path, array in merged.items() if path[1] == DECODER}
+    flat, unused, mismatched = place({prefix + key: array for key, array in state.items()}, decoder_shapes,
+                                     lambda key: flax_path(key, layout, decoder_shapes), to_flax_array)
+    missing = [torch_key(path, layout) for path in decoder_shapes if path not in flat and path not in mismatched]
+    raise_on_problems(f'the decoder of {_describe(config)}', [key.removeprefix(prefix) for key in missing],
+                      [key.removeprefix(prefix) for key in unused],
+                      [problem.removeprefix(prefix) for problem in mismatched.values()])
+    merged.update(flat)
+    return traverse_util.unflatten_dict(merged)

@@ -1,8 +1,8 @@
-"""State dicts of plain PyTorch conv nets -> Flax variables, strict like `load_state_dict(strict=True)`.
+"""State dicts of plain PyTorch conv nets <-> Flax variables, strict like `load_state_dict(strict=True)`.
 
 For models whose Flax modules are named after the torch keys (`body.0.conv` is `body_0/conv`): a conv or linear
 `weight` becomes our `kernel` (HWIO / (in, out)), a BatchNorm's `weight` our `scale`, its running statistics our
-'batch_stats' collection. The GFPGAN generators have their own rules in generator.py.
+'batch_stats' collection; `export` goes back. The GFPGAN generators have their own rules in generator.py.
 """
 import re
 
@@ -11,6 +11,7 @@ import numpy as np
 from flax import traverse_util
 
 _BATCH_STATS = {'running_mean': 'mean', 'running_var': 'var'}
+_TORCH_BATCH_STATS = {ours: theirs for theirs, ours in _BATCH_STATS.items()}
 _LIST_SHOWN = 8
 
 
@@ -39,6 +40,37 @@ def to_flax_array(array, path):
     if path[-1] == 'kernel':
         return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
     return array
+
+
+def torch_key(path):
+    """The torch key of our variable at `path`, `flax_path`'s inverse: a module name ending in `_N` is taken for
+    an nn.Sequential or ModuleList index (`body_0` is `body.0`)."""
+    collection, *parts, name = path
+    if collection == 'batch_stats':
+        name = _TORCH_BATCH_STATS[name]
+    elif name in ('kernel', 'scale'):
+        name = 'weight'
+    return '.'.join([re.sub(r'_(\d+)$', r'.\1', part) for part in parts] + [name])
+
+
+def to_torch_array(array, path):
+    if path[-1] == 'kernel':
+        return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
+    return array
+
+
+def export(variables, rename=None):
+    """The torch state dict ({key: numpy array}) of `variables`, `convert`'s inverse; `rename` maps `torch_key`'s
+    key to torch's where the names differ. Each BatchNorm also gets torch's step counter `num_batches_tracked`,
+    as 0: only training-mode updates with momentum=None read it, and `convert` ignores it."""
+    rename = rename or (lambda key: key)
+    state = {}
+    for path, array in traverse_util.flatten_dict(dict(variables)).items():
+        key = torch_key(path)
+        state[rename(key)] = np.ascontiguousarray(to_torch_array(np.asarray(array), path))
+        if path[0] == 'batch_stats' and path[-1] == 'mean':
+            state[rename(key.rsplit('.', 1)[0] + '.num_batches_tracked')] = np.zeros((), np.int64)
+    return state
 
 
 def _listing(what, items):

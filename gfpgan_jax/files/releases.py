@@ -34,6 +34,18 @@ HELPER_WEIGHTS = {
         'https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth',
     'parsing_parsenet': 'https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth',
     'RealESRGAN_x2plus': 'https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth',
+    # What GFPGAN training starts from (options/train_gfpgan_v1.yml): the StyleGAN2 decoder, the identity network,
+    # the released discriminators, and torchvision's VGG19 of the perceptual loss.
+    'StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k': 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/'
+                                                   'StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth',
+    'arcface_resnet18': 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/arcface_resnet18.pth',
+    'GFPGANv1_net_d': 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d.pth',
+    'GFPGANv1_net_d_left_eye':
+        'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_left_eye.pth',
+    'GFPGANv1_net_d_right_eye':
+        'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_right_eye.pth',
+    'GFPGANv1_net_d_mouth': 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_mouth.pth',
+    'vgg19-dcbb9e9d': 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
 }
 
 
