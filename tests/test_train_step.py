@@ -207,3 +207,41 @@ def three_iterations(tmp_path, monkeypatch):
             worst[f'{index}/{key}'] = float(np.max(np.abs(array - theirs[key].detach().numpy())))
     name, value = max(worst.items(), key=lambda item: item[1])
     assert value <= PARAM_ATOL, (name, value)
+
+
+def small_setup(arch, dtype, **objective):
+    """A 64 px recipe without component discriminators (their crops need 512 px faces), random weights."""
+    config = ModelConfig(arch=arch, out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.25)
+    objective = Objective(noise='random', component_gan_weight=0, comp_style_weight=0,
+                          perceptual_layers=tuple(PERCEPTUAL_LAYERS.items()), **objective)
+    networks = Networks.build(config, objective, fix_decoder=False, learning_rates=(2e-3, 2e-3, 2e-3),
+                              discriminator_options=dict(channel_multiplier=1, narrow=0.25), dtype=dtype)
+    state, noise = create_train_state(networks, jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 2)
+    frozen = FrozenVariables(noise=noise, vgg=networks.vgg.init(keys[0], jnp.zeros((1, 64, 64, 3))),
+                             arcface=networks.arcface.init(keys[1], jnp.zeros((1, 128, 128, 1))))
+    gt = jnp.asarray(example_faces()[:, ::8, ::8])
+    batch = {'lq': jnp.clip(gt + 0.2 * jax.random.normal(keys[0], gt.shape), -1, 1), 'gt': gt}
+    return state, frozen, batch, jax.jit(functools.partial(train_step, networks=networks, objective=objective))
+
+
+def test_clean_architecture_in_bfloat16_trains():
+    """The recipe the official never published (the clean generator, fine-tuned whole), computing in bf16 with fp32
+    parameters: finite losses, every network updated, parameters still fp32."""
+    state, frozen, batch, step = small_setup('clean', jnp.bfloat16)
+    new, metrics = step(state, frozen, batch, jax.random.key(2))
+    assert int(metrics['skipped']) == 0
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+    for before, after in ((state.generator, new.generator), (state.discriminator, new.discriminator)):
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(after))
+        assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    assert int(new.step) == 1
+
+
+def test_a_non_finite_loss_skips_the_update():
+    state, frozen, batch, step = small_setup('original', jnp.float32)
+    batch = dict(batch, lq=batch['lq'].at[0, 0, 0, 0].set(jnp.nan))
+    new, metrics = step(state, frozen, batch, jax.random.key(2))
+    assert int(metrics['skipped']) == 1 and int(new.step) == 1
+    for before, after in zip(jax.tree.leaves(state.replace(step=new.step)), jax.tree.leaves(new)):
+        np.testing.assert_array_equal(before, after)
