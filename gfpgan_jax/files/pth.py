@@ -1,8 +1,9 @@
 """PyTorch checkpoint files (`.pth`): reading them without torch, and writing the official layout.
 
 A `.pth` file is a pickle, and unpickling calls whatever the file names, so loading an untrusted one with plain
-`pickle` runs its code. `load_pth` resolves only the few names that tensors and state dicts are made of, each to a
-function of this module, and refuses the file at the first other name, before anything of it has run.
+`pickle` runs its code. `load_pth` resolves only the few names that tensors, state dicts and numpy number scalars
+are made of, each to a function of this module, and refuses the file at the first other name, before anything of it
+has run.
 
 It reads both formats of `torch.save`: the zip archive of torch 1.6 on, and the legacy one before it, pickles in a
 row followed by the storages' bytes.
@@ -360,12 +361,55 @@ _STORAGE_DTYPES = {
     'BoolStorage': np.bool_,
 }
 
+
+class _NumpyDtype:
+    """Stands in for a `numpy.dtype` while unpickling a numpy scalar: a plain number type (bool, integer, float,
+    complex) and its byte order; nothing that could hold Python objects or fields."""
+
+    def __init__(self, name):
+        dtype = np.dtype(name) if isinstance(name, str) and name.isalnum() else None
+        if dtype is None or dtype.kind not in 'biufc':
+            raise pickle.UnpicklingError(f'a numpy scalar of type {name!r}, which is not a plain number type')
+        self.dtype = dtype
+
+    def __setstate__(self, state):
+        # numpy's state: (version, byte order, subarray, names, fields, ...); a plain type has none of the three.
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[1] in ('<', '>', '|', '=')
+                and state[2:5] == (None, None, None)):
+            raise pickle.UnpicklingError('a numpy scalar whose type is not a plain number type')
+        if state[1] in ('<', '>'):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _numpy_dtype(name, align=False, copy=False):
+    return _NumpyDtype(name)
+
+
+def _numpy_scalar(dtype, data):
+    if not (isinstance(dtype, _NumpyDtype) and isinstance(data, bytes) and len(data) == dtype.dtype.itemsize):
+        raise pickle.UnpicklingError('a numpy scalar that is not a plain number of its type\'s size')
+    return np.frombuffer(data, dtype.dtype)[0]
+
+
+def _latin1_bytes(text, encoding):
+    # Pickle protocol 2 (torch.save's) writes a bytes object as `_codecs.encode(its bytes as str, 'latin1')`.
+    if not (isinstance(text, str) and encoding == 'latin1'):
+        raise pickle.UnpicklingError('_codecs.encode is allowed only to make bytes from latin-1 text')
+    return text.encode('latin1')
+
+
 _ALLOWED_GLOBALS = {
     ('collections', 'OrderedDict'): _StateDict,
     ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
     ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
     ('torch', 'Size'): tuple,
     **{('torch', name): _StorageType(np.dtype(dtype)) for name, dtype in _STORAGE_DTYPES.items()},
+    # Numpy number scalars, as in the official FFHQ_eye_mouth_landmarks_512.pth (lists of numpy.float64); numpy 2
+    # pickles them from numpy._core, numpy 1 from numpy.core.
+    ('numpy', 'dtype'): _numpy_dtype,
+    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
+    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+    ('_codecs', 'encode'): _latin1_bytes,
 }
 
 
@@ -431,6 +475,39 @@ def save_pth(state_dict: dict, path, key='params_ema'):
     tensors = collections.OrderedDict((name, _to_torch(torch, value)) for name, value in state_dict.items())
     with atomic_write(path) as temp:
         torch.save({key: tensors}, temp)
+
+
+def save_pth_data(data, path):
+    """Writes plain data as `torch.save` does, without torch: dicts, lists and tuples of str, bool, int, float, None
+    and numpy number scalars (no tensors), pickled with torch's protocol into torch's zip archive layout, which
+    `torch.load` and `load_pth` read.
+
+    The file appears complete or not at all: it is written beside `path` and renamed over it.
+    """
+    _check_plain_data(data, path)
+    with atomic_write(path) as temp, zipfile.ZipFile(temp, 'w', zipfile.ZIP_STORED) as archive:
+        archive.writestr('archive/data.pkl', pickle.dumps(data, protocol=2))
+        archive.writestr('archive/byteorder', sys.byteorder)
+        archive.writestr('archive/version', '3\n')
+
+
+_PLAIN_SCALARS = (str, bool, int, float, type(None))
+
+
+def _check_plain_data(data, path):
+    """Raises a CheckpointError if `data` holds anything `load_pth` would refuse, before any of it is written."""
+    pending, seen = [data], set()
+    while pending:
+        item = pending.pop()
+        if type(item) in (dict, collections.OrderedDict, list, tuple):
+            if id(item) in seen:  # shared, or containing itself
+                continue
+            seen.add(id(item))
+            # Keys and values, not items(): fresh pairs could reuse the id of a pair already checked.
+            pending.extend([*item.keys(), *item.values()] if isinstance(item, dict) else item)
+        elif not (type(item) in _PLAIN_SCALARS or isinstance(item, np.generic) and item.dtype.kind in 'biufc'):
+            raise CheckpointError(path, f'cannot be written: it would hold a {type(item).__name__}, which is not '
+                                        f'plain data')
 
 
 def _to_torch(torch, value):
