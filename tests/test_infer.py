@@ -215,6 +215,11 @@ def test_whole_photos(small_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(infer_cli.FaceDetector, 'from_pretrained',
                         classmethod(lambda cls: FixedDetector(grace_hopper)))
     monkeypatch.setattr(infer_cli.FaceParser, 'from_pretrained', classmethod(lambda cls: None))  # square masks
+    home = tmp_path / 'home'  # the helper networks' files are there, so nothing is downloaded
+    home.mkdir()
+    for name in (infer_cli.FaceDetector.RELEASE, infer_cli.FaceParser.RELEASE):
+        (home / f'{name}.pth').write_bytes(b'')
+    monkeypatch.setenv('GFPGAN_JAX_HOME', str(home))
     inputs = tmp_path / 'in'
     inputs.mkdir()
     photo = os.path.join(EXAMPLES, '..', 'photos', 'grace_hopper.jpg')

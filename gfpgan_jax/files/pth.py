@@ -439,18 +439,21 @@ def _plain(obj, done):
     return obj
 
 
-def select_state_dict(checkpoint: dict, name='checkpoint') -> dict:
+def select_state_dict(checkpoint, name='checkpoint') -> dict:
     """The weights the official inference tool uses: `params_ema`, else `params`, else the checkpoint itself.
 
-    `name` (the file, say) starts the message of the CheckpointError raised when none of those is a dict of arrays.
+    `name` (the file, say) starts the message of the CheckpointError raised when none of those is a dict of arrays
+    named by strings, or when a floating-point array in it holds NaN or infinite values.
     """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(name, f'holds {_describe(checkpoint)}, not a dict of arrays')
     for key in ('params_ema', 'params'):
         if key in checkpoint:
             if not _is_state_dict(checkpoint[key]):
                 raise CheckpointError(name, f'its {key!r} is not a dict of arrays')
-            return checkpoint[key]
+            return check_finite(checkpoint[key], name)
     if _is_state_dict(checkpoint):
-        return checkpoint
+        return check_finite(checkpoint, name)
     keys = [repr(key) for key in checkpoint]
     if len(keys) > 10:
         keys[10:] = [f'and {len(keys) - 10} more']
@@ -458,8 +461,29 @@ def select_state_dict(checkpoint: dict, name='checkpoint') -> dict:
                                 f"arrays; its keys: {', '.join(keys) or 'none'}")
 
 
+def check_finite(state, name='checkpoint'):
+    """`state` itself, after checking that no floating-point array in it holds NaN or infinity: such weights give
+    black or garbage images without any error."""
+    for key, array in state.items():
+        floating = isinstance(array, np.ndarray) and (array.dtype.kind in 'fc' or array.dtype == ml_dtypes.bfloat16)
+        if floating and not np.isfinite(array).all():
+            raise CheckpointError(name, f'its tensor {key} holds NaN or infinite values')
+    return state
+
+
 def _is_state_dict(value):
-    return isinstance(value, dict) and bool(value) and all(isinstance(v, np.ndarray) for v in value.values())
+    return (isinstance(value, dict) and bool(value)
+            and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items()))
+
+
+def _describe(value):
+    """A few words for what a checkpoint holds instead of a state dict."""
+    if isinstance(value, np.ndarray):
+        return f'a single array of shape {value.shape}'
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return f'only {value!r}'[:80]
+    article = 'an' if type(value).__name__[0] in 'aeiou' else 'a'
+    return f'{article} {type(value).__name__}'
 
 
 def save_pth(state_dict: dict, path, key='params_ema'):

@@ -46,11 +46,21 @@ HELPER_WEIGHTS = {
         'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_right_eye.pth',
     'GFPGANv1_net_d_mouth': 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_mouth.pth',
     'vgg19-dcbb9e9d': 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
+    # The metrics of gfpgan_jax.evaluation (fetched by evaluation.files.official_file, under the URL's file name):
+    # LPIPS v0.1's backbones and linear heads, FID's InceptionV3, NIQE's pristine model as basicsr ships it.
+    'alexnet-owt-7be5be79': 'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
+    'vgg16-397923af': 'https://download.pytorch.org/models/vgg16-397923af.pth',
+    'lpips_alex': 'https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth',
+    'lpips_vgg': 'https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth',
+    'pt_inception-2015-12-05-6726825d':
+        'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth',
+    'niqe_pris_params': 'https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz',
 }
 
 
 class DownloadError(RuntimeError):
-    pass
+    """A file that could not be downloaded; `reason` says why (the connection's error)."""
+    reason = None
 
 
 def cache_dir():
@@ -75,28 +85,64 @@ def fetch(url, path, timeout=30, instead='pass --model-path FILE (or put it at {
                 raise OSError(f'the connection closed after {received} of {total} bytes')
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, 'reason', error)
-        raise DownloadError(f'cannot download {url} ({reason}); fetch it where you have a connection and '
-                            + instead.format(path=path)) from None
+        failure = DownloadError(f'cannot download {url} ({reason}); fetch it where you have a connection and '
+                                + instead.format(path=path))
+        failure.reason = reason
+        raise failure from None
     return path
+
+
+def missing_downloads(versions=(), helpers=()):
+    """The downloads (url, path, what to do instead) that `pretrained_path` and `helper_weights_path` would make
+    for these releases and helper networks: their files not in the cache yet."""
+    wanted = [_release_download(version) for version in versions if not os.path.isfile(_converted_path(version))]
+    wanted += [(HELPER_WEIGHTS[name], os.path.join(cache_dir(), f'{name}.pth'), 'put it at {path}')
+               for name in helpers]
+    return [download for download in wanted if not os.path.isfile(download[1])]
+
+
+def fetch_all(downloads, timeout=30):
+    """Make every download of `missing_downloads`, going on past failures, then raise one DownloadError naming each
+    file that could not be fetched, its URL and where to put it. The cache folder is made for a download and removed
+    again when that leaves it empty."""
+    failures = []
+    for url, path, instead in downloads:
+        folder = os.path.dirname(path)
+        made = not os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
+        try:
+            fetch(url, path, timeout, instead)
+        except DownloadError as error:
+            failures.append((error, f'for {url}, {instead.format(path=path)}'))
+        finally:  # Ctrl-C included
+            if made and not os.listdir(folder):
+                os.rmdir(folder)
+    if len(failures) == 1:
+        raise failures[0][0]
+    if failures:
+        raise DownloadError(f'cannot download {len(failures)} files ({failures[0][0].reason}); fetch them where you '
+                            f'have a connection: ' + '; '.join(steps for _, steps in failures))
+
+
+def _converted_path(version):
+    return os.path.join(cache_dir(), f'{RELEASES[version].name}.safetensors')
+
+
+def _release_download(version):
+    release = RELEASES[version]
+    return release.url, os.path.join(cache_dir(), f'{release.name}.pth'), 'pass --model-path FILE (or put it at {path})'
 
 
 def pretrained_path(version):
     """Path of the converted weights of an official release, downloading and converting on first use."""
-    release = RELEASES[version]
-    converted = os.path.join(cache_dir(), f'{release.name}.safetensors')
+    converted = _converted_path(version)
     if not os.path.isfile(converted):
-        original = os.path.join(cache_dir(), f'{release.name}.pth')
-        if not os.path.isfile(original):
-            os.makedirs(cache_dir(), exist_ok=True)
-            fetch(release.url, original)
-        save_converted(converted, *load_weights(original))
+        fetch_all(missing_downloads([version]))
+        save_converted(converted, *load_weights(_release_download(version)[1]))
     return converted
 
 
 def helper_weights_path(name):
     """Path of a helper network's official .pth, downloaded on first use."""
-    path = os.path.join(cache_dir(), f'{name}.pth')
-    if not os.path.isfile(path):
-        os.makedirs(cache_dir(), exist_ok=True)
-        fetch(HELPER_WEIGHTS[name], path, instead='put it at {path}')
-    return path
+    fetch_all(missing_downloads(helpers=[name]))
+    return os.path.join(cache_dir(), f'{name}.pth')

@@ -3,12 +3,14 @@
 Detect faces (RetinaFace), align each onto the FFHQ template, restore them in batches, and blend them back into
 the photo (soft masks from face parsing) over a background that is upsampled (Real-ESRGAN) or resized.
 """
+import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from gfpgan_jax.inference import alignment
 from gfpgan_jax.inference.batching import batch_shapes, pad_batch
+from gfpgan_jax.inference.detection import detect_faces_within
 
 # GFPGANer keeps only confident detections.
 DETECTION_THRESHOLD = 0.97
@@ -27,7 +29,7 @@ def as_bgr(image):
         raise ValueError(f'expected a uint8 image, got {image.dtype}')
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or not image.shape[0] or not image.shape[1]:
         raise ValueError(f'expected an (h, w), (h, w, 3) or (h, w, 4) image, got {image.shape}')
     return np.ascontiguousarray(image[:, :, :3])
 
@@ -37,9 +39,18 @@ class ImageRestorer:
 
     faces: a FaceRestorer; detector: a FaceDetector; parser: a FaceParser for soft paste masks (None: the
     official square masks); upsampler: a BackgroundUpsampler (None: the background is resized with Lanczos).
+    upscale: the restored photo's size over the input's, a number >= 1. batch_size: faces per compiled call.
+
+    Photos up to detection.MAX_DETECTION_PIXELS (4 MP) whose restored photo is at most
+    alignment.WHOLE_CANVAS_PASTE_PIXELS (64 MP) come out as the official's; larger ones are searched for faces
+    on a shrunk copy and pasted on face by face, so that memory stays bounded (see those two).
     """
 
     def __init__(self, faces, detector, parser=None, upsampler=None, upscale=2, batch_size=8):
+        if isinstance(upscale, bool) or not isinstance(upscale, numbers.Real) or not 1 <= upscale < float('inf'):
+            raise ValueError(f'upscale must be a number >= 1, got {upscale!r}')
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f'batch_size must be a whole number >= 1, got {batch_size!r}')
         self.faces = faces
         self.detector = detector
         self.parser = parser
@@ -50,7 +61,7 @@ class ImageRestorer:
 
     def enhance(self, image, only_center_face=False, paste_back=True):
         image = as_bgr(image)
-        detections = self.detector.detect_faces(image, DETECTION_THRESHOLD)
+        detections = detect_faces_within(self.detector, image, DETECTION_THRESHOLD)
         landmarks = alignment.face_landmarks(detections, image.shape, only_center_face=only_center_face)
         crops, transforms = alignment.align_faces(image, landmarks, self.faces.config.out_size)
         restored = self.restore_faces(crops)

@@ -1,4 +1,6 @@
 """The Python API: load a GFPGAN once, restore batches of aligned faces with one compiled call per batch shape."""
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,10 @@ class FaceRestorer:
     def __init__(self, config, variables, *, dtype=jnp.float32, noise='random', seed=0):
         if noise not in NOISE_MODES:
             raise ValueError(f'noise must be one of {NOISE_MODES}, got {noise!r}')
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f'dtype must be a floating-point type (jnp.float32, jnp.bfloat16), got {dtype!r}')
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -2 ** 63 <= seed < 2 ** 63:
+            raise ValueError(f'seed must be a whole number that fits in 64 bits, got {seed!r}')
         self.config = config
         self.variables = jax.device_put(variables)
         self.model = build_model(config, dtype)
@@ -94,14 +100,24 @@ class FaceRestorer:
 
     def apply(self, images, key=None):
         """The raw forward pass on [-1, 1] float images (b, s, s, 3), compiled once per shape: a `Restoration`
-        (image, rgbs, latent)."""
+        (image, rgbs, latent); with no images, one of empty arrays."""
+        images = images if hasattr(images, 'dtype') else np.asarray(images)
+        size = self.config.out_size
+        if not jnp.issubdtype(images.dtype, jnp.floating) or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise ValueError(f'expected float images in [-1, 1] of shape (b, {size}, {size}, 3), got {images.dtype} '
+                             f'{images.shape}; `restore` takes uint8 faces')
         key = self._next_key() if key is None else key
+        if not len(images):
+            one = jax.ShapeDtypeStruct((1,) + images.shape[1:], images.dtype)
+            shapes = jax.eval_shape(self._forward_pass, self.variables, one, key)
+            return jax.tree.map(lambda leaf: jnp.zeros((0,) + leaf.shape[1:], leaf.dtype), shapes)
         return self._forward(self.variables, images, key)
 
     def restore(self, faces, indices=None):
         """uint8 RGB faces (b, s, s, 3), s = the model's out_size -> restored uint8 RGB faces.
 
-        `indices` (b,) number the faces for their random noise; by default they continue from the last call.
+        `indices` (b,) number the faces for their random noise, whole numbers in [0, 2**31); by default they continue
+        from the last call. No faces give no faces back.
         """
         return np.asarray(self.restore_async(faces, indices))
 
@@ -113,10 +129,15 @@ class FaceRestorer:
         if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
             raise ValueError(f'expected uint8 faces of shape (b, {size}, {size}, 3), got {faces.dtype} '
                              f'{faces.shape}')
-        if indices is None:
-            indices = np.arange(self._faces, self._faces + len(faces))
+        indices = np.arange(self._faces, self._faces + len(faces)) if indices is None else np.asarray(indices)
+        if indices.shape != (len(faces),) or indices.size and not (
+                np.issubdtype(indices.dtype, np.integer) and 0 <= indices.min() and indices.max() < 2 ** 31):
+            raise ValueError(f'indices must be {len(faces)} whole numbers in [0, 2**31), one per face; got '
+                             f'{indices.dtype} {indices.shape}')
+        if not len(faces):
+            return np.zeros(faces.shape, np.uint8)
         self._faces = int(np.max(indices, initial=self._faces - 1)) + 1
-        return self._restore_uint8(self.variables, faces, np.asarray(indices, np.int32))
+        return self._restore_uint8(self.variables, faces, indices.astype(np.int32))
 
     def _next_key(self):
         self._calls += 1
