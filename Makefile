@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 REFERENCE := gfpgan==1.3.8 basicsr==1.4.2 facexlib==0.3.0 realesrgan==0.3.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo serve test lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ install: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	$(BIN)/python infer.py -v 1.4 -i examples/photos -o results/demo
 	@echo "see results/demo/restored_imgs/ and results/demo/cmp/ (each face: input | restored)"
+
+# The web page for people with old photos: http://127.0.0.1:7860
+serve: $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[demo,video]'
+	$(BIN)/python -m gfpgan_jax.demo
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -n 2 -q tests

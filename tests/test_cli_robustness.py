@@ -414,7 +414,7 @@ class SlowRestorer:
     """Gives each face back as it is, half a second later: time to interrupt the run in its middle."""
     config = ModelConfig(out_size=32)
 
-    def restore_async(self, faces, indices):
+    def restore_async(self, faces, indices, fidelity=None):
         time.sleep(0.5)
         return faces
 

@@ -202,8 +202,8 @@ def test_a_run_traces_one_program(small_checkpoint, tmp_path, monkeypatch):
     traced = []
     trace = FaceRestorer._restore_faces
     monkeypatch.setattr(FaceRestorer, '_restore_faces',
-                        lambda self, variables, faces, indices: traced.append(faces.shape) or
-                        trace(self, variables, faces, indices))
+                        lambda self, variables, faces, indices, fidelity: traced.append(faces.shape) or
+                        trace(self, variables, faces, indices, fidelity))
     assert infer_cli.main(['--aligned', '-i', str(inputs), '-o', str(tmp_path / 'out'), '--model-path',
                            small_checkpoint, '--batch-size', '2']) == 0
     assert traced == [(2, 32, 32, 3)]
@@ -245,6 +245,6 @@ def test_batched_restore_uses_no_grouped_convolutions(small_checkpoint):
     """Per-face random noise must not make per-face kernels: grouped convolutions are many times slower."""
     restorer = FaceRestorer.from_checkpoint(small_checkpoint, noise='random')
     faces = np.zeros((3, 32, 32, 3), np.uint8)
-    text = restorer._restore_uint8.lower(restorer.variables, faces, np.arange(3, dtype=np.int32)).as_text()
+    text = restorer._restore_uint8.lower(restorer.variables, faces, np.arange(3, dtype=np.int32), None).as_text()
     groups = set(re.findall(r'feature_group_count = (\d+)', text))
     assert groups == {'1'}, groups

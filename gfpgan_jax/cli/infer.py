@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from gfpgan_jax.cli.files import Outputs, encodable, inputs_among_outputs, list_inputs, quiet_opencv, read_photo
 from gfpgan_jax.cli.report import Report, say
-from gfpgan_jax.cli.usage import ArgumentParser, file_name_part, whole_number
+from gfpgan_jax.cli.usage import ArgumentParser, file_name_part, fraction, whole_number
+from gfpgan_jax.cli.video import is_video, restore_videos
 from gfpgan_jax.convert.strict import ConversionError
 from gfpgan_jax.files import compile_cache
 from gfpgan_jax.files.pth import CheckpointError
@@ -20,6 +21,7 @@ from gfpgan_jax.files.releases import RELEASES, DownloadError, fetch_all, helper
 from gfpgan_jax.inference.background import BackgroundUpsampler
 from gfpgan_jax.inference.batching import pad_batch
 from gfpgan_jax.inference.detection import FaceDetector
+from gfpgan_jax.inference.fidelity import HELP as FIDELITY_HELP
 from gfpgan_jax.inference.parsing import FaceParser
 from gfpgan_jax.inference.pipeline import ImageRestorer
 from gfpgan_jax.inference.restorer import FaceRestorer
@@ -57,7 +59,8 @@ def parse_args(argv):
                    help='tile size of the background upsampler, 0 for none')
     p.add_argument('--only_center_face', action='store_true', help='restore only the face nearest the centre')
     p.add_argument('-w', '--weight', type=float, default=0.5,
-                   help='accepted for compatibility; the official GFPGAN models ignore it too')
+                   help='accepted for compatibility; the official GFPGAN models ignore it too (see --fidelity)')
+    p.add_argument('--fidelity', type=fraction, default=1.0, help=FIDELITY_HELP)
     p.add_argument('--noise', default='random', choices=('random', 'fixed', 'none'),
                    help="decoder noise: 'random' (official default, seeded), 'fixed' (the checkpoint's stored "
                         "noise), 'none'")
@@ -125,7 +128,7 @@ def _count_faces(future, report, bar):
     bar.update(len(written))
 
 
-def restore_aligned(restorer, paths, outputs, report, batch_size, io_threads=4):
+def restore_aligned(restorer, paths, outputs, report, batch_size, fidelity=None, io_threads=4):
     """Restore every readable face file, counting each in `report`.
 
     Three stages overlap: worker threads decode the next batch and encode the previous one while the device
@@ -155,8 +158,8 @@ def restore_aligned(restorer, paths, outputs, report, batch_size, io_threads=4):
                     # numbered by their place in the input list, so that with random noise a face's result does not
                     # depend on --batch-size or on unreadable files beside it.
                     indices = np.array([position[path] for path, _, _ in faces])
-                    restored = restorer.restore_async(pad_batch(stacked, batch_size),
-                                                      pad_batch(indices, batch_size))[:len(faces)]
+                    restored = restorer.restore_async(pad_batch(stacked, batch_size), pad_batch(indices, batch_size),
+                                                      fidelity)[:len(faces)]
                     writing.append(pool.submit(_write_faces, outputs, faces, restored))
                 while writing and (writing[0].done() or len(writing) > 2):
                     _count_faces(writing.pop(0), report, bar)
@@ -166,7 +169,7 @@ def restore_aligned(restorer, paths, outputs, report, batch_size, io_threads=4):
                 _count_faces(future, report, bar)
 
 
-def restore_whole_images(pipeline, paths, outputs, report, only_center_face):
+def restore_whole_images(pipeline, paths, outputs, report, only_center_face, fidelity=None):
     """Restore every readable photo, counting each in `report`. The next photo is decoded and the last one's
     results written on worker threads while this one is restored; Ctrl-C drops the photo being restored and lets
     the one being written finish, so that every file appears whole."""
@@ -182,7 +185,7 @@ def restore_whole_images(pipeline, paths, outputs, report, only_center_face):
                     image, damage = reading.result()
                     if damage:
                         say(f'warning: {path}: {damage}')
-                    result = pipeline.enhance(image, only_center_face=only_center_face)
+                    result = pipeline.enhance(image, only_center_face=only_center_face, fidelity=fidelity)
                 except PER_FILE_ERRORS as error:
                     report.error(f'{path}: {_one_line(error)}')
                     bar.update(1)
@@ -313,6 +316,8 @@ def main(argv=None):
         report.skip(kind, f'{path}: a {kind}, skipped' + (' (subfolders are not searched)' if kind == 'folder' else ''))
     report.skipped += ['hidden file'] * inputs.hidden
     paths = without_name_clashes(inputs.files, report)
+    videos = [] if args.aligned else [path for path in paths if is_video(path)]
+    paths = [path for path in paths if path not in set(videos)]
     if not args.aligned:
         for path in paths:
             outputs.photo(path)  # asks OpenCV which formats it writes here, not in the writer threads
@@ -322,9 +327,12 @@ def main(argv=None):
         with quiet_opencv():
             if paths and args.aligned:
                 # No point padding a handful of faces up to a large batch.
-                restore_aligned(restorer, paths, outputs, report, min(args.batch_size, len(paths)))
+                restore_aligned(restorer, paths, outputs, report, min(args.batch_size, len(paths)), args.fidelity)
             elif paths:
-                restore_whole_images(pipeline, paths, outputs, report, args.only_center_face)
+                restore_whole_images(pipeline, paths, outputs, report, args.only_center_face, args.fidelity)
+            if videos:
+                restore_videos(pipeline, videos, args.output, report, suffix=args.suffix,
+                               only_center_face=args.only_center_face, fidelity=args.fidelity)
     except KeyboardInterrupt:
         interrupted = True
     print(('interrupted: ' if interrupted else '') + report.last_line(args.output, interrupted))

@@ -29,3 +29,14 @@ def file_name_part(text):
     if '/' in text or '\\' in text or '\0' in text:
         raise argparse.ArgumentTypeError(f'must not contain / or \\ (it is part of file names), got {text!r}')
     return text
+
+
+def fraction(text):
+    """An argument type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number from 0 to 1, got {text!r}') from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f'must be from 0 to 1, got {text}')
+    return value

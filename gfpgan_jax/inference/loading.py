@@ -1,7 +1,8 @@
 """How the helper networks' wrappers load weights: from a state dict, an official .pth, or the official release."""
 import os
 
-from gfpgan_jax.files.pth import load_pth, select_state_dict
+from gfpgan_jax.convert.strict import ConversionError
+from gfpgan_jax.files.pth import CheckpointError, load_pth, select_state_dict
 from gfpgan_jax.files.releases import helper_weights_path
 
 
@@ -14,7 +15,10 @@ class FromOfficialWeights:
     def from_checkpoint(cls, path, **kwargs):
         """From an official .pth (read without torch): its `params_ema`, else `params`, else the whole dict."""
         path = os.fspath(path)
-        return cls.from_state_dict(select_state_dict(load_pth(path), path), **kwargs)
+        try:
+            return cls.from_state_dict(select_state_dict(load_pth(path), path), **kwargs)
+        except ConversionError as error:
+            raise CheckpointError(path, str(error)) from None
 
     @classmethod
     def from_pretrained(cls, **kwargs):

@@ -59,12 +59,12 @@ class ImageRestorer:
         self.batch_size = batch_size
         self._next_face = 0
 
-    def enhance(self, image, only_center_face=False, paste_back=True):
+    def enhance(self, image, only_center_face=False, paste_back=True, fidelity=None):
         image = as_bgr(image)
         detections = detect_faces_within(self.detector, image, DETECTION_THRESHOLD)
         landmarks = alignment.face_landmarks(detections, image.shape, only_center_face=only_center_face)
         crops, transforms = alignment.align_faces(image, landmarks, self.faces.config.out_size)
-        restored = self.restore_faces(crops)
+        restored = self.restore_faces(crops, fidelity)
         if not paste_back:
             return ImageRestoration(crops, restored, None)
         upsampled = self.upsampler.enhance(image, outscale=self.upscale) if self.upsampler else None
@@ -73,13 +73,14 @@ class ImageRestorer:
         return ImageRestoration(crops, restored, alignment.paste_faces(canvas, restored, transforms, self.upscale,
                                                                        masks))
 
-    def restore_faces(self, crops):
-        """BGR crops -> restored BGR faces, numbered on from the last call for their random noise."""
+    def restore_faces(self, crops, fidelity=None):
+        """BGR crops -> restored BGR faces, numbered on from the last call for their random noise; `fidelity` as
+        `FaceRestorer.restore`."""
         restored, start = [], 0
         for size in batch_shapes(len(crops), self.batch_size):
             chunk = crops[start:start + size][..., ::-1]  # BGR -> RGB
             indices = np.arange(self._next_face, self._next_face + size)
-            faces = self.faces.restore(pad_batch(chunk, size), indices)[:len(chunk)]
+            faces = self.faces.restore(pad_batch(chunk, size), indices, fidelity)[:len(chunk)]
             restored.append(faces[..., ::-1])
             self._next_face += len(chunk)
             start += len(chunk)

@@ -9,6 +9,7 @@ from flax import traverse_util
 from gfpgan_jax.convert.generator import convert_state_dict, detect_config
 from gfpgan_jax.files.releases import RELEASES, pretrained_path
 from gfpgan_jax.files.weights import load_weights
+from gfpgan_jax.inference.fidelity import check_fidelity
 from gfpgan_jax.models.generator import build_model
 from gfpgan_jax.models.style import NOISE_MODES
 
@@ -74,7 +75,7 @@ class FaceRestorer:
             raise ValueError(f'unknown GFPGAN version {version!r}; choose from {", ".join(RELEASES)}')
         return cls.from_checkpoint(pretrained_path(version), **kwargs)
 
-    def _restore_faces(self, variables, faces, indices):
+    def _restore_faces(self, variables, faces, indices, fidelity):
         noise = self.noise
         if noise == 'random':
             # Each face's noise comes from its own key, so it does not depend on the batch; the batch then runs
@@ -82,7 +83,7 @@ class FaceRestorer:
             # single-face calls would turn every single-sample modulated kernel into a slow grouped conv.)
             variables = dict(variables, noise=self._face_noise(variables['noise'], indices))
             noise = 'fixed'
-        out = self.model.apply(variables, to_model_input(faces), noise=noise)
+        out = self.model.apply(variables, to_model_input(faces), noise=noise, fidelity=fidelity)
         return to_uint8(out.image)
 
     def _face_noise(self, stored, indices):
@@ -113,18 +114,20 @@ class FaceRestorer:
             return jax.tree.map(lambda leaf: jnp.zeros((0,) + leaf.shape[1:], leaf.dtype), shapes)
         return self._forward(self.variables, images, key)
 
-    def restore(self, faces, indices=None):
+    def restore(self, faces, indices=None, fidelity=None):
         """uint8 RGB faces (b, s, s, 3), s = the model's out_size -> restored uint8 RGB faces.
 
         `indices` (b,) number the faces for their random noise, whole numbers in [0, 2**31); by default they continue
-        from the last call. No faces give no faces back.
+        from the last call. No faces give no faces back. `fidelity` in [0, 1] (see `inference.fidelity`): None or 1
+        is the official output; other values share one compiled program.
         """
-        return np.asarray(self.restore_async(faces, indices))
+        return np.asarray(self.restore_async(faces, indices, fidelity))
 
-    def restore_async(self, faces, indices=None):
+    def restore_async(self, faces, indices=None, fidelity=None):
         """As `restore`, but returns the device array at once, while the device is still computing it: the
         caller can prepare the next batch meanwhile."""
         faces = np.asarray(faces)
+        fidelity = check_fidelity(fidelity)
         size = self.config.out_size
         if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
             raise ValueError(f'expected uint8 faces of shape (b, {size}, {size}, 3), got {faces.dtype} '
@@ -137,7 +140,8 @@ class FaceRestorer:
         if not len(faces):
             return np.zeros(faces.shape, np.uint8)
         self._faces = int(np.max(indices, initial=self._faces - 1)) + 1
-        return self._restore_uint8(self.variables, faces, indices.astype(np.int32))
+        return self._restore_uint8(self.variables, faces, indices.astype(np.int32),
+                                   None if fidelity is None else np.float32(fidelity))
 
     def _next_key(self):
         self._calls += 1

@@ -40,12 +40,14 @@ class GFPGANv1Clean(nn.Module):
 
     `fix_decoder` is a training matter (an optimizer mask) and so not a field here; see
     `gfpgan_jax.models.generator.trainable_mask`. Input (b, s, s, 3) in [-1, 1]; returns a `Restoration`.
+    `fidelity` (a scalar in [0, 1], may be traced; None, the default, is the official output) weakens the SFT
+    modulation towards none: see `unet.weaken_conditions`.
     """
     config: ModelConfig = ModelConfig()
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, noise='random'):
+    def __call__(self, x, noise='random', fidelity=None):
         def activated(layer):
             return lambda x: nn.leaky_relu(layer(x), LEAKY_SLOPE)
 
@@ -62,5 +64,6 @@ class GFPGANv1Clean(nn.Module):
         c = self.config
         decoder = StyleGAN2GeneratorClean(c.out_size, c.num_style_feat, c.num_mlp, c.channel_multiplier, c.narrow,
                                           c.sft_half, dtype=dtype, name='stylegan_decoder')
-        image, latent = decoder(style_code, conditions, input_is_latent=c.input_is_latent, noise=noise)
+        image, latent = decoder(style_code, unet.weaken_conditions(conditions, fidelity),
+                                input_is_latent=c.input_is_latent, noise=noise)
         return Restoration(image.astype(wide_dtype(dtype)), rgbs, latent)

@@ -108,7 +108,8 @@ class GFPGANv1(nn.Module):
 
     `fix_decoder` and `decoder_load_path` are training matters (an optimizer mask, see
     `gfpgan_jax.models.generator.trainable_mask`, and a checkpoint merge) and so not fields here.
-    Input (b, s, s, 3) in [-1, 1]; returns a `Restoration`.
+    Input (b, s, s, 3) in [-1, 1]; returns a `Restoration`. `fidelity` (a scalar in [0, 1], may be traced; None,
+    the default, is the official output) weakens the SFT modulation towards none: see `unet.weaken_conditions`.
 
     With `different_w` and not `input_is_latent`, the style MLP adds its biases per feature here; the official
     fused activation would lay them along the latent axis instead (it fails on the CPU, misindexes on CUDA).
@@ -117,7 +118,7 @@ class GFPGANv1(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, noise='random'):
+    def __call__(self, x, noise='random', fidelity=None):
         c = self.config
         dtype, taps = self.dtype, c.resample_kernel
         style_code, conditions, rgbs = unet.degradation_removal(self, c, x, unet.UNetLayers(
@@ -132,5 +133,6 @@ class GFPGANv1(nn.Module):
         decoder = StyleGAN2Generator(
             c.out_size, c.num_style_feat, c.num_mlp, c.channel_multiplier, taps, c.lr_mlp, c.narrow, c.sft_half,
             dtype=dtype, name='stylegan_decoder')
-        image, latent = decoder(style_code, conditions, input_is_latent=c.input_is_latent, noise=noise)
+        image, latent = decoder(style_code, unet.weaken_conditions(conditions, fidelity),
+                                input_is_latent=c.input_is_latent, noise=noise)
         return Restoration(image.astype(wide_dtype(dtype)), rgbs, latent)

@@ -4,7 +4,10 @@ It encodes the degraded face down to 4x4, maps that to the decoder's style code,
 per resolution, an SFT scale and shift for the StyleGAN2 decoder and an RGB image for the pyramid loss.
 """
 import dataclasses
+import numbers
 from typing import Callable
+
+import jax.numpy as jnp
 
 from gfpgan_jax.models import style
 from gfpgan_jax.models.layers import wide_dtype
@@ -54,3 +57,18 @@ def degradation_removal(module, config, x, layers: UNetLayers):
         conditions.append(layers.sft_shift(f'condition_shift_{i}', sft_channels)(feat))
         rgbs.append(layers.to_rgb(f'toRGB_{i}', 3)(feat).astype(wide))
     return style_code, conditions, tuple(rgbs)
+
+
+def weaken_conditions(conditions, fidelity):
+    """The SFT `conditions` (scale, shift, scale, shift, ...) moved from the identity modulation (scale 1, shift 0)
+    towards the model's own by `fidelity`: 0 leaves the decoder driven by the style code alone, 1 (or None) is the
+    model's own modulation. Written `scale * w + (1 - w)` and `shift * w` so that w = 1 gives the model's own numbers
+    exactly, traced or not; None returns `conditions` as they are, for the official program unchanged.
+    """
+    if fidelity is None:
+        return conditions
+    if isinstance(fidelity, numbers.Real) and not 0 <= fidelity <= 1:
+        raise ValueError(f'fidelity must be a number in [0, 1], got {fidelity!r}')
+    w = jnp.asarray(fidelity, jnp.float32)
+    return [condition * w.astype(condition.dtype) + (1 - w).astype(condition.dtype) if i % 2 == 0
+            else condition * w.astype(condition.dtype) for i, condition in enumerate(conditions)]
