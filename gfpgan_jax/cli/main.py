@@ -9,6 +9,8 @@ COMMANDS = {
     'restore': ('gfpgan_jax.cli.infer', 'restore the faces in photos, folders of photos and videos'),
     'convert': ('gfpgan_jax.cli.convert', 'convert official .pth weights to .safetensors and back'),
     'evaluate': ('gfpgan_jax.cli.evaluate', 'score restored faces against ground truth (PSNR, LPIPS, FID, ...)'),
+    'benchmark': ('gfpgan_jax.evaluation.benchmark', 'restore a synthetic CelebA-Test-style set and print the paper\'s '
+                                                     'Table 1'),
     'demo': ('gfpgan_jax.demo.__main__', 'serve the web page: restore photos in the browser'),
 }
 
