@@ -12,7 +12,8 @@ from gfpgan_jax.files.weights import is_torch_checkpoint, load_weights, save_con
 def parse_args(argv):
     p = ArgumentParser(prog='convert_weights.py', description=__doc__)
     p.add_argument('--input', required=True,
-                   help='official checkpoint (.pth) or converted file (.safetensors), told apart by their contents')
+                   help='official checkpoint (.pth) or converted file (.safetensors), told apart by their contents, '
+                        "or a training run's folder (its latest checkpoint's EMA generator)")
     p.add_argument('--output', required=True,
                    help='.safetensors to convert to gfpgan-jax; .pth (.pt, .ckpt, .bin) to export in the '
                         'official layout')
@@ -31,7 +32,11 @@ def main(argv=None):
         print(f'error: {args.output}: is the input; choose another --output', file=sys.stderr)
         return 2
     try:
-        config, variables = load_weights(args.input, input_is_latent=args.input_is_latent)
+        if os.path.isdir(args.input):  # a training run: the EMA generator of its latest checkpoint
+            from gfpgan_jax.training.export import load_run_weights  # imports orbax only for this
+            config, variables = load_run_weights(args.input)
+        else:
+            config, variables = load_weights(args.input, input_is_latent=args.input_is_latent)
         if is_torch_checkpoint(args.output):
             save_pth(generator.export_state_dict(config, variables), args.output)
         else:
