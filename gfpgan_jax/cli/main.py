@@ -12,6 +12,7 @@ COMMANDS = {
     'benchmark': ('gfpgan_jax.evaluation.benchmark', 'restore a synthetic CelebA-Test-style set and print the paper\'s '
                                                      'Table 1'),
     'demo': ('gfpgan_jax.demo.__main__', 'serve the web page: restore photos in the browser'),
+    'train': ('gfpgan_jax.cli.train', 'train a model from a config file (configs/*.py of a repository checkout)'),
 }
 
 
