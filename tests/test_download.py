@@ -182,6 +182,29 @@ def test_releases_point_at_the_official_files():
         assert release.url.endswith(f'/{release.name}.pth')
 
 
+def test_downloads_are_cached_under_the_official_tools_names(monkeypatch, tmp_path):
+    """Every download is named as facexlib's and basicsr's load_file_from_url (behind GFPGANer, RealESRGANer and
+    facexlib's models) name it, so their files can be copied into the cache; the names earlier versions gave the
+    releases and helper networks (`name`.pth) stay, and no two downloads share a file."""
+    import basicsr.utils.download_util
+    import facexlib.utils.misc
+    monkeypatch.setenv('GFPGAN_JAX_HOME', str(tmp_path))
+    official_names = []
+    for module in (facexlib.utils.misc, basicsr.utils.download_util):
+        monkeypatch.setattr(module, 'download_url_to_file', lambda url, path, **kwargs: official_names.append(path))
+    urls = [release.url for release in download.RELEASES.values()] + list(download.HELPER_WEIGHTS.values())
+    for url in urls:
+        facexlib.utils.misc.load_file_from_url(url, save_dir=str(tmp_path))
+        basicsr.utils.download_util.load_file_from_url(url, model_dir=str(tmp_path))
+    assert official_names == [download.download_path(url) for url in urls for _ in range(2)]
+    assert len(set(official_names)) == len(urls)
+    # lpips' heads and NIQE's model were fetched under their URLs' names from the start.
+    always_by_url = {'lpips_alex', 'lpips_vgg', 'niqe_pris_params'}
+    earlier = [(r.url, r.name) for r in download.RELEASES.values()] + [
+        (url, name) for name, url in download.HELPER_WEIGHTS.items() if name not in always_by_url]
+    assert [download.download_path(url) for url, _ in earlier] == [str(tmp_path / f'{name}.pth') for _, name in earlier]
+
+
 def test_pretrained_path_downloads_and_converts_once(server, small_module, monkeypatch, tmp_path):
     torch.save({'params_ema': small_module.state_dict()}, os.path.join(server.root, 'Tiny.pth'))
     cache = tmp_path / 'home'  # does not exist yet: pretrained_path makes it
@@ -192,7 +215,8 @@ def test_pretrained_path_downloads_and_converts_once(server, small_module, monke
 
     assert path == str(cache / 'GFPGANTiny.safetensors')
     assert server.requests == ['/Tiny.pth']
-    assert sorted(os.listdir(cache)) == ['GFPGANTiny.pth', 'GFPGANTiny.safetensors']  # no temporary files
+    # The download under the URL's name, the conversion under the release's; no temporary files.
+    assert sorted(os.listdir(cache)) == ['GFPGANTiny.safetensors', 'Tiny.pth']
     config, variables = load_converted(path)
     expected_config, expected = convert.convert_state_dict(state_dict_numpy(small_module))
     assert config == expected_config

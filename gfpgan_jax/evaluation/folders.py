@@ -18,12 +18,11 @@ from tqdm import tqdm
 
 from gfpgan_jax.convert.pretrained import ARCFACE_RELEASE
 from gfpgan_jax.evaluation.fid import FIDStatistics, InceptionFeatures, frechet_distance
-from gfpgan_jax.evaluation.files import missing_files
 from gfpgan_jax.evaluation.identity import IdentityDistance
 from gfpgan_jax.evaluation.lpips import BACKBONE_RELEASES, HEAD_RELEASES, LPIPS
 from gfpgan_jax.evaluation.niqe import niqe
 from gfpgan_jax.evaluation.pixel import psnr, ssim
-from gfpgan_jax.files.releases import fetch_all
+from gfpgan_jax.files.releases import fetch_all, missing_downloads
 from gfpgan_jax.inference.batching import batch_shapes
 from gfpgan_jax.models.inception import FEATURES
 
@@ -138,7 +137,7 @@ class Evaluator:
         if self.lpips_net not in BACKBONE_RELEASES:
             raise ValueError(f'lpips_net must be one of {", ".join(BACKBONE_RELEASES)}, not {self.lpips_net!r}')
         # Every missing file fetched (or reported) together, before any network is built.
-        fetch_all(missing_files(self.official_files()))
+        fetch_all(missing_downloads(helpers=self.official_files()))
         if 'lpips' in self.metrics and self.lpips is None:
             self.lpips = LPIPS.from_pretrained(self.lpips_net)
         if 'fid' in self.metrics and self.inception is None:

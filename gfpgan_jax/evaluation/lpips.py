@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gfpgan_jax.convert.lpips import convert_lpips
-from gfpgan_jax.evaluation.files import official_file
 from gfpgan_jax.evaluation.pixel import check_pair
 from gfpgan_jax.files.pth import load_pth, select_state_dict
+from gfpgan_jax.files.releases import helper_weights_path
 from gfpgan_jax.models.lpips import NETS, LPIPSNet
 
 # The official files: torchvision's ImageNet backbones and lpips' linear heads (keys of releases.HELPER_WEIGHTS).
@@ -61,8 +61,8 @@ class LPIPS:
         """The official weights, downloaded into the cache on first use."""
         if net not in NETS:
             raise ValueError(f'LPIPS net must be one of {NETS}, not {net!r}')
-        return cls.from_checkpoints(official_file(BACKBONE_RELEASES[net]), official_file(HEAD_RELEASES[net]), net,
-                                    dtype)
+        return cls.from_checkpoints(helper_weights_path(BACKBONE_RELEASES[net]),
+                                    helper_weights_path(HEAD_RELEASES[net]), net, dtype)
 
     def __call__(self, images, references):
         """(b,) LPIPS distances between `images` and `references`, both RGB (b, h, w, 3) in [0, 255]."""

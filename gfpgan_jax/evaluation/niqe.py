@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import gamma
 
-from gfpgan_jax.evaluation.files import official_file
 from gfpgan_jax.evaluation.pixel import check_batch, crop, y_channel
 from gfpgan_jax.evaluation.resize import imresize
+from gfpgan_jax.files.releases import helper_weights_path
 
 BLOCK = 96
 # The AGGD shape parameters basicsr searches, and the ratio r(shape) each gives.
@@ -36,7 +36,7 @@ NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
 @functools.lru_cache(maxsize=4)
 def load_pristine_model(path=None):
     """(mu (36,), cov (36, 36), window (7, 7)) from niqe_pris_params.npz (`path`, else the cached official file)."""
-    with np.load(path or official_file('niqe_pris_params')) as params:
+    with np.load(path or helper_weights_path('niqe_pris_params')) as params:
         return (params['mu_pris_param'].reshape(-1), params['cov_pris_param'],
                 params['gaussian_window'].astype(np.float32))
 

@@ -3,6 +3,7 @@ import dataclasses
 import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from tqdm import tqdm
@@ -46,7 +47,7 @@ HELPER_WEIGHTS = {
         'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_right_eye.pth',
     'GFPGANv1_net_d_mouth': 'https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/GFPGANv1_net_d_mouth.pth',
     'vgg19-dcbb9e9d': 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth',
-    # The metrics of gfpgan_jax.evaluation (fetched by evaluation.files.official_file, under the URL's file name):
+    # The metrics of gfpgan_jax.evaluation (fetched by helper_weights_path too):
     # LPIPS v0.1's backbones and linear heads, FID's InceptionV3, NIQE's pristine model as basicsr ships it.
     'alexnet-owt-7be5be79': 'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth',
     'vgg16-397923af': 'https://download.pytorch.org/models/vgg16-397923af.pth',
@@ -65,6 +66,12 @@ class DownloadError(RuntimeError):
 
 def cache_dir():
     return os.environ.get('GFPGAN_JAX_HOME') or os.path.join(os.path.expanduser('~'), '.cache', 'gfpgan_jax')
+
+
+def download_path(url):
+    """Where the file at `url` is kept in the cache: under the URL's file name, the name the official tools
+    (load_file_from_url in facexlib, basicsr, gfpgan) save it as, so that files they fetched can be copied in."""
+    return os.path.join(cache_dir(), os.path.basename(urllib.parse.urlparse(url).path))
 
 
 def fetch(url, path, timeout=30, instead='pass --model-path FILE (or put it at {path})'):
@@ -96,8 +103,8 @@ def missing_downloads(versions=(), helpers=()):
     """The downloads (url, path, what to do instead) that `pretrained_path` and `helper_weights_path` would make
     for these releases and helper networks: their files not in the cache yet."""
     wanted = [_release_download(version) for version in versions if not os.path.isfile(_converted_path(version))]
-    wanted += [(HELPER_WEIGHTS[name], os.path.join(cache_dir(), f'{name}.pth'), 'put it at {path}')
-               for name in helpers]
+    wanted += [(HELPER_WEIGHTS[name], download_path(HELPER_WEIGHTS[name]), 'put it at {path}')
+               for name in dict.fromkeys(helpers)]
     return [download for download in wanted if not os.path.isfile(download[1])]
 
 
@@ -129,8 +136,8 @@ def _converted_path(version):
 
 
 def _release_download(version):
-    release = RELEASES[version]
-    return release.url, os.path.join(cache_dir(), f'{release.name}.pth'), 'pass --model-path FILE (or put it at {path})'
+    url = RELEASES[version].url
+    return url, download_path(url), 'pass --model-path FILE (or put it at {path})'
 
 
 def pretrained_path(version):
@@ -143,6 +150,7 @@ def pretrained_path(version):
 
 
 def helper_weights_path(name):
-    """Path of a helper network's official .pth, downloaded on first use."""
+    """Path of the official file `HELPER_WEIGHTS[name]` (a helper network's weights, NIQE's model), downloaded on
+    first use."""
     fetch_all(missing_downloads(helpers=[name]))
-    return os.path.join(cache_dir(), f'{name}.pth')
+    return download_path(HELPER_WEIGHTS[name])

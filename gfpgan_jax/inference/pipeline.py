@@ -22,6 +22,12 @@ class ImageRestoration(NamedTuple):
     image: np.ndarray | None  # the whole restored photo, `upscale` times larger; None without paste-back
 
 
+class AlignedFaces(NamedTuple):
+    crops: np.ndarray  # (n, s, s, 3) uint8 BGR, s = the restorer's out_size
+    transforms: np.ndarray  # (n, 2, 3) similarity transforms from the photo onto each crop
+    landmarks: np.ndarray  # (n, 5, 2) eyes, nose and mouth corners in the photo
+
+
 def as_bgr(image):
     """uint8 BGR (h, w, 3) from what cv2.imread gives: grey becomes BGR, an alpha channel is dropped."""
     image = np.asarray(image)
@@ -60,29 +66,40 @@ class ImageRestorer:
         self._next_face = 0
 
     def enhance(self, image, only_center_face=False, paste_back=True, fidelity=None):
+        """GFPGANer.enhance on a photo as cv2.imread gives it: `align`, `restore_faces`, then `paste` back."""
+        found = self.align(image, only_center_face)
+        restored = self.restore_faces(found.crops, fidelity)
+        return ImageRestoration(found.crops, restored,
+                                self.paste(image, restored, found.transforms) if paste_back else None)
+
+    def align(self, image, only_center_face=False):
+        """The photo's faces (all, or the one nearest the centre) found and aligned onto the FFHQ template."""
         image = as_bgr(image)
         detections = detect_faces_within(self.detector, image, DETECTION_THRESHOLD)
         landmarks = alignment.face_landmarks(detections, image.shape, only_center_face=only_center_face)
         crops, transforms = alignment.align_faces(image, landmarks, self.faces.config.out_size)
-        restored = self.restore_faces(crops, fidelity)
-        if not paste_back:
-            return ImageRestoration(crops, restored, None)
-        upsampled = self.upsampler.enhance(image, outscale=self.upscale) if self.upsampler else None
-        canvas = alignment.background(image, self.upscale, upsampled)
-        masks = [self.parser.face_paste_mask(face) for face in restored] if self.parser else None
-        return ImageRestoration(crops, restored, alignment.paste_faces(canvas, restored, transforms, self.upscale,
-                                                                       masks))
+        return AlignedFaces(crops, transforms, landmarks)
 
-    def restore_faces(self, crops, fidelity=None):
-        """BGR crops -> restored BGR faces, numbered on from the last call for their random noise; `fidelity` as
-        `FaceRestorer.restore`."""
+    def restore_faces(self, crops, fidelity=None, numbers=None):
+        """BGR crops -> restored BGR faces; `fidelity` as `FaceRestorer.restore`. `numbers` (n,) pick each face's
+        random noise (the same number, the same noise); by default they continue from the last call's."""
+        if numbers is None:
+            numbers = np.arange(self._next_face, self._next_face + len(crops))
+            self._next_face += len(crops)
         restored, start = [], 0
         for size in batch_shapes(len(crops), self.batch_size):
             chunk = crops[start:start + size][..., ::-1]  # BGR -> RGB
-            indices = np.arange(self._next_face, self._next_face + size)
-            faces = self.faces.restore(pad_batch(chunk, size), indices, fidelity)[:len(chunk)]
-            restored.append(faces[..., ::-1])
-            self._next_face += len(chunk)
+            indices = pad_batch(numbers[start:start + size], size)
+            restored.append(self.faces.restore(pad_batch(chunk, size), indices, fidelity)[:len(chunk), ..., ::-1])
             start += len(chunk)
         size = self.faces.config.out_size
         return np.concatenate(restored) if restored else np.zeros((0, size, size, 3), np.uint8)
+
+    def paste(self, image, restored_faces, transforms):
+        """The photo `upscale` times larger, its background upsampled (or resized), with the restored faces blended
+        in where `align` found them (`transforms` from there)."""
+        image = as_bgr(image)
+        upsampled = self.upsampler.enhance(image, outscale=self.upscale) if self.upsampler else None
+        canvas = alignment.background(image, self.upscale, upsampled)
+        masks = [self.parser.face_paste_mask(face) for face in restored_faces] if self.parser else None
+        return alignment.paste_faces(canvas, restored_faces, transforms, self.upscale, masks)

@@ -18,11 +18,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gfpgan_jax.inference import alignment
-from gfpgan_jax.inference.batching import batch_shapes, pad_batch
-from gfpgan_jax.inference.detection import detect_faces_within
-from gfpgan_jax.inference.pipeline import DETECTION_THRESHOLD
-
 # Audio codecs an MP4 file holds as they are; others (PCM, Vorbis, ...) are re-encoded.
 MP4_AUDIO = ('aac', 'mp3', 'alac', 'ac3', 'eac3', 'opus', 'flac')
 # x264's constant-quality setting: visually lossless for most footage, a few times smaller than the raw frames.
@@ -86,41 +81,14 @@ class _FrameRestorer:
         self.tracks = FaceTracks()
 
     def restore(self, images):
-        pipeline = self.pipeline
-        size = pipeline.faces.config.out_size
-        found = []
-        for image in images:
-            detections = detect_faces_within(pipeline.detector, image, DETECTION_THRESHOLD)
-            landmarks = alignment.face_landmarks(detections, image.shape, only_center_face=self.only_center_face)
-            crops, transforms = alignment.align_faces(image, landmarks, size)
-            found.append((crops, transforms, self.tracks.number(landmarks)))
-        crops = np.concatenate([crops for crops, _, _ in found])
-        numbers = np.concatenate([numbers for _, _, numbers in found])
-        restored = self._restore_faces(crops, numbers)
-        results, start = [], 0
-        for image, (crops, transforms, _) in zip(images, found):
-            faces = restored[start:start + len(crops)]
-            start += len(crops)
-            results.append(self._paste(image, faces, transforms))
-        return results, len(numbers)
-
-    def _restore_faces(self, crops, numbers):
-        """BGR crops -> restored BGR faces, each drawing the noise of its track's number."""
-        restored, start = [], 0
-        for size in batch_shapes(len(crops), self.pipeline.batch_size):
-            chunk = crops[start:start + size][..., ::-1]  # BGR -> RGB
-            indices = numbers[start:start + size]
-            restored.append(self.pipeline.faces.restore(pad_batch(chunk, size), pad_batch(indices, size), self.fidelity)
-                            [:len(chunk), ..., ::-1])
-            start += len(chunk)
-        return np.concatenate(restored) if restored else crops
-
-    def _paste(self, image, faces, transforms):
-        pipeline = self.pipeline
-        upsampled = pipeline.upsampler.enhance(image, outscale=pipeline.upscale) if pipeline.upsampler else None
-        canvas = alignment.background(image, pipeline.upscale, upsampled)
-        masks = [pipeline.parser.face_paste_mask(face) for face in faces] if pipeline.parser else None
-        return alignment.paste_faces(canvas, faces, transforms, pipeline.upscale, masks)
+        """The frames restored, and how many faces they held."""
+        aligned = [self.pipeline.align(image, self.only_center_face) for image in images]
+        numbers = np.concatenate([self.tracks.number(frame.landmarks) for frame in aligned])
+        restored = self.pipeline.restore_faces(np.concatenate([frame.crops for frame in aligned]), self.fidelity,
+                                               numbers)
+        per_frame = np.split(restored, np.cumsum([len(frame.crops) for frame in aligned])[:-1])
+        return ([self.pipeline.paste(image, faces, frame.transforms)
+                 for image, faces, frame in zip(images, per_frame, aligned)], len(numbers))
 
 
 def _even(image):
