@@ -59,9 +59,10 @@ class FaceBatches:
 
     source: a FaceSource; host_batch_size: faces per batch from this host; sharding: the batch's sharding over its
     first axis, e.g. NamedSharding(mesh, P('data')), or None; components: a ComponentBoxes, a landmark file's path,
-    or None (then `has_boxes` is False and the component losses should be off); seed: the order's seed (0 to
-    2**32 - 1); shard_index, shard_count: this host's shard (default jax.process_index() and jax.process_count());
-    threads: decoding threads; prefetch_batches: batches decoded ahead.
+    or None (then every `has_boxes` is False; training.step.train_step leaves the faces whose flag is False out of
+    the component losses, which are 0 when no face has boxes); seed: the order's seed (0 to 2**32 - 1);
+    shard_index, shard_count: this host's shard (default jax.process_index() and jax.process_count()); threads:
+    decoding threads; prefetch_batches: batches decoded ahead.
     """
 
     def __init__(self, source, host_batch_size, sharding=None, *, components=None, seed=0, shard_index=None,

@@ -16,6 +16,10 @@ How the official generator objective maps onto these functions (`cri_l1` is L1_o
 and the discriminators': discriminator_loss (net_d), lazy_r1_loss (every net_d_reg_every = 16 iterations, weight
 10), component_discriminator_loss (each facial component). The crops come from
 `gfpgan_jax.ops.roi_align.crop_facial_components`.
+
+The component losses take a `row_mask`, (b,) bool: which faces have eye and mouth boxes. Each is then the mean over
+those faces only, and 0 (with zero gradients) when there are none; without a mask it is the official's mean over
+the whole batch.
 """
 import jax
 import jax.numpy as jnp
@@ -42,10 +46,26 @@ def _wide(x):
     return x.astype(wide_dtype(x.dtype))
 
 
-def l1_loss(pred, target, loss_weight=1.0):
+def _mean(values, row_mask=None):
+    """jnp.mean(values), or with `row_mask` ((b,) bool) the mean over the rows it keeps: every row has as many
+    elements, so it is the mean of their per-row means. 0, with zero gradients, when it keeps none."""
+    if row_mask is None:
+        return jnp.mean(values)
+    row_mask = jnp.asarray(row_mask)
+    if row_mask.shape != values.shape[:1]:
+        raise ValueError(f'row_mask must be ({values.shape[0]},), one flag per row, got shape {row_mask.shape}')
+    row_mask = row_mask.astype(bool)
+    # Dropped rows become 0 (not multiplied by 0, which would keep a non-finite row's NaN), and the divisor counts
+    # at least one row: an all-dropped batch gives 0 / 1, with zero gradients.
+    kept = jnp.where(row_mask.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0)
+    count = jnp.maximum(jnp.sum(row_mask, dtype=jnp.int32), 1) * (values.size // values.shape[0])
+    return jnp.sum(kept) / count.astype(values.dtype)
+
+
+def l1_loss(pred, target, loss_weight=1.0, row_mask=None):
     """basicsr's L1Loss(reduction='mean'): loss_weight * mean |pred - target|. basicsr's default weight is 1
-    (L1_opt); pixel_opt sets 0.1."""
-    return loss_weight * jnp.mean(jnp.abs(_wide(pred) - _wide(target)))
+    (L1_opt); pixel_opt sets 0.1. `row_mask`: see the module's docstring."""
+    return loss_weight * _mean(jnp.abs(_wide(pred) - _wide(target)), row_mask)
 
 
 def image_pyramid(gt, levels):
@@ -138,8 +158,10 @@ def perceptual_loss(features, gt_features, layer_weights=None, perceptual_weight
     return perceptual, style
 
 
-def gan_loss(pred, target_is_real, gan_type, is_disc=False, loss_weight=1.0, real_label=1.0, fake_label=0.0):
+def gan_loss(pred, target_is_real, gan_type, is_disc=False, loss_weight=1.0, real_label=1.0, fake_label=0.0,
+             row_mask=None):
     """basicsr's GANLoss for the two types GFPGAN uses; `loss_weight` applies to generators only (is_disc=False).
+    `row_mask`: see the module's docstring.
 
     'wgan_softplus' (gan_opt, weight 0.1): mean softplus(-pred) for real targets, mean softplus(pred) for fake.
     'vanilla' (gan_component_opt, weight 1, labels 1 and 0): binary cross-entropy with logits against
@@ -149,10 +171,10 @@ def gan_loss(pred, target_is_real, gan_type, is_disc=False, loss_weight=1.0, rea
     """
     pred = _wide(pred)
     if gan_type == 'wgan_softplus':
-        loss = jnp.mean(jax.nn.softplus(-pred if target_is_real else pred))
+        loss = _mean(jax.nn.softplus(-pred if target_is_real else pred), row_mask)
     elif gan_type == 'vanilla':
         label = real_label if target_is_real else fake_label
-        loss = jnp.mean((1 - label) * pred + jax.nn.softplus(-pred))
+        loss = _mean((1 - label) * pred + jax.nn.softplus(-pred), row_mask)
     else:
         raise ValueError(f"gan_loss: gan_type must be 'wgan_softplus' or 'vanilla', got {gan_type!r}")
     return loss if is_disc else loss * loss_weight
@@ -163,18 +185,18 @@ def discriminator_loss(real_pred, fake_pred, gan_type='wgan_softplus'):
     return gan_loss(real_pred, True, gan_type, is_disc=True) + gan_loss(fake_pred, False, gan_type, is_disc=True)
 
 
-def component_discriminator_loss(real_pred, fake_pred, consistent=False, real_label=1.0, fake_label=0.0):
+def component_discriminator_loss(real_pred, fake_pred, consistent=False, real_label=1.0, fake_label=0.0,
+                                 row_mask=None):
     """l_d_left_eye / l_d_right_eye / l_d_mouth of a facial-component discriminator.
 
     The official scores the real crops with the component criterion (vanilla) but the generated ones with the
     main criterion (`self.cri_gan`, wgan_softplus); `consistent=True` uses vanilla for both. With the config's
-    labels (1, 0) both give the same number (see gan_loss); they differ only for other labels.
+    labels (1, 0) both give the same number (see gan_loss); they differ only for other labels. `row_mask`: see the
+    module's docstring.
     """
-    real = gan_loss(real_pred, True, 'vanilla', is_disc=True, real_label=real_label, fake_label=fake_label)
-    if consistent:
-        fake = gan_loss(fake_pred, False, 'vanilla', is_disc=True, real_label=real_label, fake_label=fake_label)
-    else:
-        fake = gan_loss(fake_pred, False, 'wgan_softplus', is_disc=True)
+    labels = dict(is_disc=True, real_label=real_label, fake_label=fake_label, row_mask=row_mask)
+    real = gan_loss(real_pred, True, 'vanilla', **labels)
+    fake = gan_loss(fake_pred, False, 'vanilla' if consistent else 'wgan_softplus', **labels)
     return real + fake
 
 
@@ -201,7 +223,7 @@ def lazy_r1_loss(penalty, real_pred, r1_reg_weight=10.0, net_d_reg_every=16):
     return r1_reg_weight / 2 * penalty * net_d_reg_every + 0 * jnp.sum(_wide(real_pred[0]))
 
 
-def component_style_loss(fake_feats, real_feats, comp_style_weight=200.0):
+def component_style_loss(fake_feats, real_feats, comp_style_weight=200.0, row_mask=None):
     """l_g_comp_style: Gram-matrix L1 between a component discriminator's two feature levels on generated and on
     real crops, 0.5 for the first (after conv3) and 1 for the second (after conv5), summed over the components,
     times comp_style_weight (config 200; the official skips the term when it is not positive).
@@ -209,13 +231,14 @@ def component_style_loss(fake_feats, real_feats, comp_style_weight=200.0):
     Args:
         fake_feats, real_feats: per component (left eye, right eye, mouth), the pair of (n, h, w, c) features the
             component discriminator returns with return_feats=True. No gradient reaches the real ones.
+        row_mask: see the module's docstring.
     """
     if len(fake_feats) != len(real_feats):
         raise ValueError(f'component_style_loss: {len(fake_feats)} generated and {len(real_feats)} real components')
     total = 0
     for (fake_low, fake_high), (real_low, real_high) in zip(fake_feats, real_feats):
-        low = l1_loss(gram_matrix(fake_low), jax.lax.stop_gradient(gram_matrix(real_low)))
-        high = l1_loss(gram_matrix(fake_high), jax.lax.stop_gradient(gram_matrix(real_high)))
+        low = l1_loss(gram_matrix(fake_low), jax.lax.stop_gradient(gram_matrix(real_low)), row_mask=row_mask)
+        high = l1_loss(gram_matrix(fake_high), jax.lax.stop_gradient(gram_matrix(real_high)), row_mask=row_mask)
         total = total + low * 0.5 + high
     return total * comp_style_weight
 

@@ -6,7 +6,10 @@ generated faces of this iteration, then the facial component discriminators' upd
 official's `net_d_iters` 1 and `net_d_init_iters` 0 are the only schedule: every iteration updates everything.
 
 The step sees the global batch: under `jax.jit` with the batch sharded over a mesh's data axis, every mean over
-the batch (and so every gradient) is the mean over all devices, the data-parallel average of the design.
+the batch (and so every gradient) is the mean over all devices, the data-parallel average of the design. Faces
+without eye and mouth boxes (`has_boxes` False) stay in the batch, shapes being static, but add nothing to the
+component losses, which are means over the faces that have boxes (the masked mean over the global batch is still
+the data-parallel one).
 """
 import jax
 import jax.numpy as jnp
@@ -56,19 +59,20 @@ def _generator_terms(params, state, frozen, batch, key, networks, objective):
 
     crops = None
     if networks.component is not None:
+        has_boxes = batch['has_boxes']
         crops = (crop_facial_components(output, *_components_of(batch['boxes'])),
                  crop_facial_components(gt, *_components_of(batch['boxes'])))
         fake_feats, real_feats = [], []
         for name, fake, real in zip(COMPONENTS, *crops):
             variables = {'params': state.components[name]}
             pred, feats = networks.component.apply(variables, fake, return_feats=True)
-            terms[f'l_g_gan_{name}'] = losses.gan_loss(pred, True, 'vanilla',
-                                                       loss_weight=objective.component_gan_weight)
+            terms[f'l_g_gan_{name}'] = losses.gan_loss(
+                pred, True, 'vanilla', loss_weight=objective.component_gan_weight, row_mask=has_boxes)
             fake_feats.append(feats)
             real_feats.append(networks.component.apply(variables, real, return_feats=True)[1])
         if objective.comp_style_weight > 0:
             terms['l_g_comp_style_loss'] = losses.component_style_loss(fake_feats, real_feats,
-                                                                       objective.comp_style_weight)
+                                                                       objective.comp_style_weight, has_boxes)
     if networks.arcface is not None:
         terms['l_identity'] = losses.identity_loss(lambda faces: networks.arcface.apply(frozen.arcface, faces),
                                                    output, gt, objective.identity_weight)
@@ -103,14 +107,16 @@ def _discriminator_update(state, gt, output, networks, objective):
     return params, opt_state, metrics
 
 
-def _component_updates(state, crops, networks, objective):
-    """Each facial component discriminator's loss and update: (params, opt_states, metrics)."""
+def _component_updates(state, crops, has_boxes, networks, objective):
+    """Each facial component discriminator's loss and update, on the faces that have boxes: (params, opt_states,
+    metrics)."""
     params, opt_states, metrics = {}, {}, {}
     for name, fake, real in zip(COMPONENTS, *crops):
         def loss(p, fake=fake, real=real):
             fake_pred, _ = networks.component.apply({'params': p}, fake)
             real_pred, _ = networks.component.apply({'params': p}, real)
-            return losses.component_discriminator_loss(real_pred, fake_pred, objective.consistent_component_loss)
+            return losses.component_discriminator_loss(real_pred, fake_pred, objective.consistent_component_loss,
+                                                       row_mask=has_boxes)
 
         value, grads = jax.value_and_grad(loss)(state.components[name])
         params[name], opt_states[name] = _update(networks.component_optimizer, grads, state.components_opt[name],
@@ -124,10 +130,16 @@ def train_step(state: TrainState, frozen: FrozenVariables, batch, key, *, networ
     """One iteration: (new state, metrics).
 
     batch: 'lq' and 'gt' (b, s, s, 3) in [-1, 1]; 'boxes' (b, 3, 4), the left eye, right eye and mouth boxes
-    (x1, y1, x2, y2, pixels of gt), needed when the recipe has component discriminators. key: this iteration's
-    randomness (the decoder noise). If any loss is not finite, nothing is updated (the step still counts) and
-    metrics['skipped'] is 1.
+    (x1, y1, x2, y2, pixels of gt), needed when the recipe has component discriminators; 'has_boxes' (b,) bool,
+    optional (absent: every face has boxes), which rows' boxes are real. The component terms (l_g_gan_<part>,
+    l_g_comp_style_loss, l_d_<part>) and the component discriminators' gradients are means over those rows, 0 when
+    there are none. key: this iteration's randomness (the decoder noise). If any loss is not finite, nothing is
+    updated (the step still counts) and metrics['skipped'] is 1.
     """
+    if 'has_boxes' not in batch:
+        # Every flag True, hidden from XLA, which would fold a constant mask into plain means (an ulp away in places):
+        # the same program as training's, so the parity test with the official, which passes no flags, covers it.
+        batch = {**batch, 'has_boxes': jax.lax.optimization_barrier(jnp.ones(batch['lq'].shape[:1], bool))}
     (l_g_total, (terms, output, crops)), g_grads = jax.value_and_grad(_generator_terms, has_aux=True)(
         state.generator, state, frozen, batch, key, networks, objective)
     generator, generator_opt = _update(networks.generator_optimizer, g_grads, state.generator_opt, state.generator)
@@ -139,7 +151,8 @@ def train_step(state: TrainState, frozen: FrozenVariables, batch, key, *, networ
     components, components_opt, c_metrics = state.components, state.components_opt, {}
     if networks.component is not None:
         crops = jax.tree.map(jax.lax.stop_gradient, crops)
-        components, components_opt, c_metrics = _component_updates(state, crops, networks, objective)
+        components, components_opt, c_metrics = _component_updates(state, crops, batch['has_boxes'], networks,
+                                                                   objective)
 
     metrics = {**terms, 'l_g_total': l_g_total, 'grad_norm_g': _global_norm(g_grads), **d_metrics, **c_metrics}
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(value)) for value in metrics.values()]))

@@ -168,6 +168,7 @@ def make_train_step(recipe: Recipe, mesh, seed, order):
         key = jax.random.fold_in(steps_key, state.step)
         degrade_key, step_key = jax.random.split(key)
         degraded = degrade(degrade_key, batch['gt'], batch['boxes'], batch['has_boxes'], config=recipe.degradation)
+        degraded['has_boxes'] = batch['has_boxes']  # faces without boxes: out of the component losses
         state, metrics = train_step(state, frozen, degraded, step_key, networks=recipe.networks,
                                     objective=recipe.objective)
         metrics['stop'] = jnp.max(stop_flags)
