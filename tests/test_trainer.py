@@ -1,5 +1,6 @@
 """train.py end to end on the tiny config and real faces: data parallelism over 8 devices and two processes,
-resumption to the bit, SIGTERM and kill -9, monitoring, the export of the trained generator; and the configs.
+resumption to the bit, SIGTERM and kill -9, Ctrl-C on one host of two, bfloat16 compute, monitoring, the export of
+the trained generator; and the configs.
 
 Every run is a subprocess of `python train.py` (the device count must be set before JAX starts), with XLA's
 backend optimisation off (compiling takes a third of the time on this CPU; both sides of every comparison are
@@ -50,6 +51,11 @@ STEPS = 8
 LOSS_RTOL = 1e-4
 PARAM_ATOL = 1e-5
 FLIPPED_FRACTION = 1e-5
+# bfloat16 compute against float32 (run A), from the same start: every logged loss of the 2 steps within 2e-2
+# relative (reached 5.4e-3 at step 1, 7.4e-3 at step 2: bfloat16 keeps 8 bits, 3.9e-3). Float32 computing in its
+# place would give A's losses to the bit: each step's largest difference must be above 1e-3.
+BF16_LOSS_RTOL = 2e-2
+BF16_LOSS_FLOOR = 1e-3
 LEARNING_RATE = 2e-3
 COMMON = ['--config', 'configs/tiny.py', '--config.log_every_steps=1', '--config.checkpoint_every_steps=2',
           '--config.keep_checkpoints=10', '--config.validation.every_steps=4', '--config.validation.samples=4']
@@ -250,6 +256,81 @@ def test_eight_devices_on_two_processes_train_as_one_device(runs, reference):
     # Each process read its half of the same faces.
     shards = [data_at(other, 4, process, 2) for process in range(2)]
     assert [(s['shard_index'], s['host_batch_size'], s['batches']) for s in shards] == [(0, 4, 4), (1, 4, 4)]
+
+
+def test_bfloat16_compute_trains_float32_parameters_as_float32_does(reference, faces, cache, tmp_path):
+    """--config.dtype=bfloat16: two steps with every loss finite and no update skipped, the parameters (and
+    everything else the checkpoint and the export hold) float32 as in the float32 run A, moved by each step; the
+    losses those of A up to bfloat16's rounding: different from A's, but by little."""
+    workdir = tmp_path / 'B'
+    finish(start(train_command(workdir, faces, 2, '--config.dtype=bfloat16', '--config.checkpoint_every_steps=1'),
+                 cache, tmp_path / 'B.log'))
+    logged = [r for r in read_metrics(workdir) if 'l_g_total' in r]
+    assert [r['step'] for r in logged] == [1, 2]
+    assert all(r['skipped'] == 0 for r in logged)
+    ours, expected = losses(workdir), losses(reference)
+    assert all(np.isfinite(value) for values in ours.values() for value in values.values()), ours
+    for step, values in ours.items():
+        differences = {name: abs(value - expected[step][name]) / max(abs(expected[step][name]), 1e-3)
+                       for name, value in values.items()}
+        assert BF16_LOSS_FLOOR < max(differences.values()) and max(differences.values()) <= BF16_LOSS_RTOL, (
+            step, differences)
+
+    ours, float32 = state_at(workdir, 2), state_at(reference, 2)
+    dtypes = lambda state: {key: value.dtype for key, value in state.items()}  # noqa: E731
+    assert dtypes(ours) == dtypes(float32)  # parameters, EMA and Adam's moments: float32 all
+    params = [key for key in float32 if key.startswith(("['generator']", "['discriminator']"))]
+    assert params and all(float32[key].dtype == np.float32 for key in params)
+    # Step 2 moved every parameter that A's steps 3 and 4 moved (all but the style MLP: the clean generator's
+    # decoder takes its latents as they are).
+    moved = lambda before, after: {key for key in params if np.any(before[key] != after[key])}  # noqa: E731
+    assert moved(state_at(workdir, 1), ours) == moved(float32, state_at(reference, 4))
+    _, exported = load_run_weights(workdir)
+    assert {leaf.dtype for leaf in jax.tree.leaves(exported)} == {np.dtype(np.float32)}
+
+
+def test_ctrl_c_on_one_host_stops_every_host_at_one_checkpoint_and_the_job_resumes(runs, faces, cache, tmp_path):
+    """SIGINT to process 1 of the two-process job D's setup (not the coordinator): both processes stop after the
+    same step, write one checkpoint there with both data positions, and exit with 128 + the signal (process 0,
+    which only learned of it through the step: SIGTERM's); the same command resumes from it and finishes."""
+    root, job = runs
+    for process in job:  # D's programs are in the compilation cache once it is done; and the cores are free
+        process.wait(timeout=600)
+    workdir = tmp_path / 'I'
+
+    def launch(steps, name):
+        multi = [f'--coordinator_address=localhost:{free_port()}', '--num_processes=2', '--config.tensorboard=False',
+                 '--config.validation.every_steps=0']
+        return [start(train_command(workdir, faces, steps, *multi, f'--process_id={index}'), cache,
+                      tmp_path / f'{name}{index}.log', devices=4) for index in range(2)]
+
+    processes = launch(50, 'interrupted')
+    try:
+        # Process 0 logs step 1 only once both processes ran it, inside the loop that the signal handlers cover.
+        wait_for(lambda: any(r['step'] >= 1 for r in _metrics_or_nothing(workdir)), processes[0])
+        processes[1].send_signal(signal.SIGINT)
+        outputs = [finish(process, expected, timeout=120)
+                   for process, expected in zip(processes, (128 + signal.SIGTERM, 128 + signal.SIGINT))]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    checkpoints = workdir / 'checkpoints'
+    stopped = Checkpoints(checkpoints, read_only=True).latest_step()
+    assert f'stopped at step {stopped} on another host\'s signal' in outputs[0]
+    assert stopped < 50 and max(r['step'] for r in read_metrics(workdir)) == stopped
+    assert all(name.isdigit() for name in os.listdir(checkpoints)), os.listdir(checkpoints)  # no partial step
+    # Each process wrote its own data position there, having read `stopped` batches.
+    assert [data_at(workdir, stopped, index, 2)['batches'] for index in range(2)] == [stopped, stopped]
+
+    # Up to the stop, the job trained as D did, to the bit.
+    trained, same_job = losses(workdir), losses(root / 'D')
+    assert all(trained[step] == same_job[step] for step in range(1, min(stopped, 4) + 1))
+
+    outputs = [finish(process) for process in launch(stopped + 1, 'resumed')]
+    assert f'resumed from step {stopped}' in outputs[0]
+    assert Checkpoints(checkpoints, read_only=True).latest_step() == stopped + 1
+    assert sorted(losses(workdir)) == list(range(1, stopped + 2))
 
 
 def test_exported_weights_restore_faces_through_infer(reference, tmp_path):
