@@ -8,7 +8,7 @@ noise. Per value, averaged over the faces:
 - PSNR to the ground truth (dB, higher is more faithful; basicsr's calculate_psnr, RGB);
 - identity distance to the ground truth (ArcFace angle in degrees, lower is more faithful; with --identity, which
   needs arcface_resnet18.pth in the cache);
-- NIQE (no-reference, lower is better; basicsr's calculate_niqe on the Y channel);
+- NIQE (no-reference, lower is better; basicsr's calculate_niqe on the Y channel; faces under 192 px enlarged);
 - sharpness: the variance of the Laplacian of the grey face (no-reference, higher is sharper);
 - PSNR to the official output (fidelity 1), showing how far the control moves the result.
 
@@ -17,8 +17,10 @@ noise. Per value, averaged over the faces:
 
 --random uses random weights in the v1.4 layout (Flax's initialisers): the table then shows only that the control
 is continuous, that 1 is the official output and how far each value moves it, not what a trained model trades.
+bench/fidelity_trained.py calls `fidelity_table` on a model it trains.
 """
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -49,15 +51,15 @@ def basicsr_niqe_params():
     return path if path and os.path.isfile(path) else None
 
 
-def read_faces(folder, count):
-    """Up to `count` RGB uint8 faces from `folder`, resized to 512 (cv2 bilinear) where they are not."""
+def read_faces(folder, count, size=512):
+    """Up to `count` RGB uint8 faces from `folder`, resized to `size` (cv2 bilinear) where they are not."""
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(('.png', '.jpg', '.jpeg', '.webp')))[:count]
     faces = []
     for name in names:
         face = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
         if face is None:
             sys.exit(f'{folder}/{name}: not a readable image')
-        faces.append(cv2.resize(face, (512, 512))[..., ::-1] if face.shape[:2] != (512, 512) else face[..., ::-1])
+        faces.append((cv2.resize(face, (size, size)) if face.shape[:2] != (size, size) else face)[..., ::-1])
     if not faces:
         sys.exit(f'{folder}: no faces in it')
     return np.stack(faces)
@@ -78,8 +80,18 @@ def sharpness(faces):
     return np.array([cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for face in faces])
 
 
+def niqe_of(faces, params):
+    """NIQE of each face; faces under two 96 px blocks wide are first enlarged (bicubic) to 192 px, the same for
+    every row, so the rows stay comparable with one another (not with NIQE figures of 512 px faces)."""
+    factor = -(-192 // faces.shape[2])
+    if factor > 1:
+        faces = np.stack([cv2.resize(face, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+                          for face in faces])
+    return niqe(faces, params=params)
+
+
 def measure(faces, gt, reference, niqe_params, identity):
-    row = dict(psnr=float(np.mean(psnr(faces, gt))), niqe=float(np.mean(niqe(faces, params=niqe_params))),
+    row = dict(psnr=float(np.mean(psnr(faces, gt))), niqe=float(np.nanmean(niqe_of(faces, niqe_params))),
                sharpness=float(np.mean(sharpness(faces))))
     if reference is not None:
         row['psnr_to_official'] = float(np.mean(np.minimum(np.asarray(psnr(faces, reference)), 99.0)))
@@ -105,46 +117,57 @@ def main(argv=None):
     p.add_argument('--json', help='also write the table here')
     args = p.parse_args(argv)
 
-    fidelities = [float(v) for v in args.fidelities.split(',')]
     config, variables, weights = load_model(args)
-    model = build_model(config)
-    gt = np.repeat(read_faces(args.faces, args.count), args.draws, axis=0)
-    lq = np.concatenate([np.asarray(to_uint8(degrade(jax.random.fold_in(jax.random.key(args.seed), start),
-                                                     gt[start:start + args.batch_size], config=CELEBA_TEST)['lq']))
-                         for start in range(0, len(gt), args.batch_size)])
-    niqe_params = args.niqe_params or basicsr_niqe_params()
+    gt = np.repeat(read_faces(args.faces, args.count, config.out_size), args.draws, axis=0)
     identity = None
     if args.identity:
         from gfpgan_jax.evaluation.identity import IdentityDistance
         identity = IdentityDistance.from_pretrained()
+    start = time.perf_counter()
+    table = fidelity_table(config, variables, gt, [float(v) for v in args.fidelities.split(',')],
+                           dataclasses.replace(CELEBA_TEST, out_size=config.out_size), seed=args.seed,
+                           batch_size=args.batch_size, niqe_params=args.niqe_params, identity=identity)
+    print(f'{len(gt)} faces from {args.faces} ({args.draws} draws each), degraded as CelebA-Test (seed {args.seed}); '
+          f'{weights}; {time.perf_counter() - start:.0f} s on {jax.devices()[0].platform}')
+    print_table(table)
+    if args.json:
+        with open(args.json, 'w') as file:
+            json.dump(dict(weights=weights, faces=len(gt), seed=args.seed, table=table), file, indent=1)
 
+
+def fidelity_table(config, variables, gt, fidelities, degradation, *, seed=0, batch_size=4, niqe_params=None,
+                   identity=None):
+    """Rows of measure() for the degraded input and each fidelity: `gt` uint8 RGB faces of the model's size,
+    degraded with `degradation` (each face its own draw from `seed`) and rounded to 8 bits as a photo is."""
+    model = build_model(config)
+    lq = np.concatenate([np.asarray(to_uint8(degrade(jax.random.fold_in(jax.random.key(seed), start),
+                                                     gt[start:start + batch_size], config=degradation)['lq']))
+                         for start in range(0, len(gt), batch_size)])
+    niqe_params = niqe_params or basicsr_niqe_params()
     forward = jax.jit(lambda v, x, w: to_uint8(model.apply(v, x, noise='fixed', fidelity=w).image))
     official = jax.jit(lambda v, x: to_uint8(model.apply(v, x, noise='fixed').image))
 
     def restore(fidelity):
         batches = []
-        for start in range(0, len(lq), args.batch_size):
-            x = to_model_input(lq[start:start + args.batch_size])
+        for start in range(0, len(lq), batch_size):
+            x = to_model_input(lq[start:start + batch_size])
             batches.append(np.asarray(official(variables, x) if fidelity is None
                                       else forward(variables, x, np.float32(fidelity))))
         return np.concatenate(batches)
 
-    start = time.perf_counter()
     reference = restore(None)
     table = [dict(fidelity='input', **measure(lq, gt, None, niqe_params, identity))]
     for fidelity in fidelities:
         table.append(dict(fidelity=fidelity, **measure(restore(fidelity), gt, reference, niqe_params, identity)))
-    columns = ['fidelity', 'psnr'] + (['identity_deg'] if identity else []) + ['niqe', 'sharpness',
-                                                                               'psnr_to_official']
-    print(f'{len(gt)} faces from {args.faces} ({args.draws} draws each), degraded as CelebA-Test (seed {args.seed}); '
-          f'{weights}; '
-          f'{time.perf_counter() - start:.0f} s on {jax.devices()[0].platform}')
+    return table
+
+
+def print_table(table):
+    columns = ['fidelity', 'psnr'] + (['identity_deg'] if 'identity_deg' in table[-1] else []) + [
+        'niqe', 'sharpness', 'psnr_to_official']
     print('| ' + ' | '.join(columns) + ' |\n|' + ' --- |' * len(columns))
     for row in table:
         print('| ' + ' | '.join(_cell(row.get(c)) for c in columns) + ' |')
-    if args.json:
-        with open(args.json, 'w') as file:
-            json.dump(dict(weights=weights, faces=len(gt), seed=args.seed, table=table), file, indent=1)
 
 
 def _cell(value):
