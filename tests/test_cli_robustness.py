@@ -423,6 +423,12 @@ sys.exit(infer.main())
 '''
 
 
+def interruptible():
+    """In the child before it runs: Ctrl-C's default action. A process started with SIGINT ignored keeps ignoring
+    it (POSIX; Python then installs no KeyboardInterrupt), and a test runner's worker may be such a process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_ends_the_run_with_a_summary(tmp_path):
     """A real Ctrl-C (SIGINT) to infer.py in its own process, in the middle of a folder of faces."""
     inputs = tmp_path / 'in'
@@ -435,10 +441,12 @@ def test_sigint_ends_the_run_with_a_summary(tmp_path):
     env.pop('PYTHONPATH', None)
     process = subprocess.Popen([sys.executable, '-c', SLOW_RESTORER, '--aligned', '-i', inputs, '-o', out,
                                 '--model-path', 'unused.pth', '--batch-size', '1', '--no-compile-cache'],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     deadline = time.monotonic() + 60
     while len(os.listdir(out / 'cmp') if (out / 'cmp').is_dir() else ()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert process.poll() is None, 'the run ended before it could be interrupted'
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
