@@ -91,6 +91,9 @@ def browser():
 def upload_and_restore(browser, url, path):
     page = browser.new_page(accept_downloads=True)
     page.goto(url)
+    # The whole page rendered (its last control too) before the file goes in: a file set while the app is still
+    # starting can be dropped.
+    page.locator('#restore').wait_for(timeout=WAIT_MS)
     page.locator('#photos input[type=file]').set_input_files(path)
     page.get_by_text(os.path.basename(path)).first.wait_for(timeout=WAIT_MS)  # uploaded
     page.locator('#restore').click()
