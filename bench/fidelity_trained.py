@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ and bench/
 
@@ -115,10 +116,9 @@ def train_prior(faces, config: ModelConfig, steps, batch_size, seed, path, sampl
     g_params = g_variables['params']
     state = (g_params, d_params, g_opt.init(g_params), d_opt.init(d_params), g_params, jnp.zeros((), jnp.int32))
     step = jax.jit(functools.partial(prior_step, generator=generator, discriminator=discriminator, g_opt=g_opt,
-                                     d_opt=d_opt, r1_weight=1.0, r1_every=r1_every, ema_decay=0.995))
+                                     d_opt=d_opt, r1_weight=1.0, r1_every=r1_every, ema_decay=0.999))
     images = faces.astype(np.float32) / 127.5 - 1
     rng = np.random.default_rng(seed)
-    from tqdm import tqdm
     progress = tqdm(range(steps), desc='prior', unit='step')
     for i in progress:
         batch = images[rng.integers(len(images), size=batch_size)]
@@ -151,7 +151,7 @@ def main(argv=None):
     p.add_argument('--workdir', required=True)
     p.add_argument('--train', type=int, default=3000, help='made faces to learn from')
     p.add_argument('--test', type=int, default=64, help='other made faces to measure on')
-    p.add_argument('--prior-steps', type=int, default=3000)
+    p.add_argument('--prior-steps', type=int, default=4000)
     p.add_argument('--prior-batch', type=int, default=8)
     p.add_argument('--gfpgan-steps', type=int, default=1500)
     p.add_argument('--seed', type=int, default=0)
