@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
 import official  # noqa: E402  (the official stack, importable on any torch)
 from parity_utils import randomize, state_dict_numpy  # noqa: E402
+from timing import seconds_of  # noqa: E402 (bench/)
 
 from gfpgan_jax.convert import generator as convert  # noqa: E402
 from gfpgan_jax.models.generator import build_model  # noqa: E402
@@ -30,16 +31,6 @@ from gfpgan_jax.models.generator import build_model  # noqa: E402
 GFLOP_PER_FACE = 395.5  # forward pass at 512 px, counted with torch's FLOP counter
 V14 = dict(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8, input_is_latent=True,
            different_w=True, narrow=1, sft_half=True)
-
-
-def timed(fn, repeats):
-    fn()  # warm-up (and compilation for jit)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
 
 
 def summary(name, batch, seconds, **extra):
@@ -65,7 +56,7 @@ def bench_ours(config, variables, batch, dtype, repeats):
     # device's own peak counter never resets, so later rows would inherit the largest earlier one.
     memory = compiled.memory_analysis()
     peak = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-    seconds = timed(lambda: compiled(variables, x).block_until_ready(), repeats)
+    _, seconds = seconds_of(lambda: compiled(variables, x).block_until_ready(), repeats)
     return summary(f'gfpgan-jax {jnp.dtype(dtype).name}', batch, seconds, compile_s=compile_s, peak_bytes=peak,
                    low_precision=dtype != jnp.float32, xla_gflop_per_face=cost['flops'] / batch / 1e9)
 
@@ -89,7 +80,7 @@ def bench_official(module, batch, mode, repeats, device):
         compile_s = time.perf_counter() - start
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
-    seconds = timed(call, repeats)
+    _, seconds = seconds_of(call, repeats)
     peak = torch.cuda.max_memory_allocated() if device.type == 'cuda' else None
     return summary(f'official {mode}', batch, seconds, compile_s=compile_s, peak_bytes=peak,
                    low_precision=mode != 'eager fp32')
@@ -116,7 +107,7 @@ def matmul_tflops(dtype, n=8192, repeats=5):
     a = jnp.ones((n, n), dtype)
     with jax.default_matmul_precision('highest' if dtype == jnp.float32 else 'default'):
         f = jax.jit(lambda a: a @ a).lower(a).compile()
-    seconds = timed(lambda: f(a).block_until_ready(), repeats)
+    _, seconds = seconds_of(lambda: f(a).block_until_ready(), repeats)
     return 2 * n ** 3 / statistics.median(seconds) / 1e12
 
 

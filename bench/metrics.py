@@ -31,6 +31,7 @@ from basicsr.metrics.niqe import calculate_niqe  # noqa: E402
 from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim  # noqa: E402
 from gfpgan.archs.arcface_arch import ResNetArcFace  # noqa: E402
 from parity_utils import randomize, state_dict_numpy  # noqa: E402
+from timing import seconds_of  # noqa: E402 (bench/)
 from pytorch_fid.fid_score import calculate_frechet_distance  # noqa: E402
 from test_evaluation_metrics import (LPIPS_HEADS, NIQE_PARAMS, blurred, photos, random_fid_inception,  # noqa: E402
                                      torchvision_layout)
@@ -42,20 +43,9 @@ from gfpgan_jax.files.pth import load_pth  # noqa: E402
 SIZE = 512
 
 
-def median_seconds(fn, repeats):
-    start = time.perf_counter()
-    fn()  # warm-up, compilation for JAX
-    first = time.perf_counter() - start
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), first
-
-
 def row(metric, implementation, batch, fn, repeats):
-    median, first = median_seconds(fn, repeats)
+    first, seconds = seconds_of(fn, repeats)  # the first call warms up (compiles, for JAX)
+    median = statistics.median(seconds)
     result = dict(metric=metric, implementation=implementation, batch=batch, images_per_s=batch / median,
                   ms_per_image=1e3 * median / batch, first_call_s=first)
     print(result, flush=True)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gfpgan_jax.models.style import stylegan_channels
+from timing import seconds_of
 from gfpgan_jax.models.stylegan2_clean import demodulation, same_conv
 
 
@@ -56,13 +57,8 @@ def decoder_convs(channel_multiplier=2, out_size=512):
 
 
 def median_seconds(fn, args, repeats):
-    fn(*args).block_until_ready()  # compile
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args).block_until_ready()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    """The median of `repeats` calls of fn(*args), after one that compiles."""
+    return statistics.median(seconds_of(lambda: fn(*args).block_until_ready(), repeats)[1])
 
 
 def main():

@@ -33,6 +33,7 @@ from gfpgan_jax.inference.background import BackgroundUpsampler  # noqa: E402
 from gfpgan_jax.inference.detection import FaceDetector  # noqa: E402
 from gfpgan_jax.inference.parsing import FaceParser  # noqa: E402
 from gfpgan_jax.inference.pipeline import ImageRestorer  # noqa: E402
+from timing import seconds_of  # noqa: E402 (bench/)
 from gfpgan_jax.inference.restorer import FaceRestorer  # noqa: E402
 
 # Grace Hopper's face (eyes, nose, mouth corners) and a made-up second one, in the full-size portrait.
@@ -41,14 +42,7 @@ LANDMARKS = np.float32([[[226, 197], [305, 195], [263, 245], [238, 276], [290, 2
 
 
 def timed(fn, repeats):
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
+    first, seconds = seconds_of(fn, repeats)
     return dict(first_s=first, median_s=statistics.median(seconds), p90_s=float(np.percentile(seconds, 90)))
 
 

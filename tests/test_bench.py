@@ -2,6 +2,7 @@
 the first out-of-memory error."""
 import importlib.util
 import os
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,8 @@ BENCH = os.path.join(os.path.dirname(__file__), '..', 'bench')
 
 
 def load_bench(name):
+    if BENCH not in sys.path:  # the benchmarks import their shared helpers (timing.py) as scripts do
+        sys.path.insert(0, BENCH)
     spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
